@@ -1,0 +1,205 @@
+"""The canonical conversion event: what a web app hands to ``enqueue``.
+
+Its shape is the Gravity Conversions API event, so the payload of that vendor's own example
+loads unchanged::
+
+    {"event_name": "Purchase", "event_time": 1718973400, "event_id": "order-123",
+     "action_source": "website", "event_source_url": "https://shop.example/checkout",
+     "user_data": {"em": ["customer@example.com"], "external_id": ["42"]},
+     "custom_data": {"value": 99.99, "currency": "USD", "order_id": "123"}}
+
+Loading validates every field, fills ``event_id`` (vendors deduplicate on it, so a retried
+event is recognised) and ``event_time``, and replaces e-mail, phone and names by their SHA-256
+hex digests.  The loaded event holds no plaintext personal data and is what gets stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from typing import Any
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+
+from schemas.fields import (
+    Currency,
+    HashedEmail,
+    HashedName,
+    HashedPhone,
+    Identifier,
+    OneOrMany,
+    UnixTime,
+)
+
+#: The standard event names of the Gravity Conversions API.  Other names pass as custom events;
+#: a standard name in other letter case is written the standard way, so it deduplicates with
+#: the pixel's events.
+STANDARD_EVENT_NAMES = (
+    "Purchase",
+    "Lead",
+    "CompleteRegistration",
+    "Subscribe",
+    "StartTrial",
+    "InitiateCheckout",
+    "AddToCart",
+    "Contact",
+    "Schedule",
+)
+_STANDARD_BY_LOWER = {name.lower(): name for name in STANDARD_EVENT_NAMES}
+
+#: Keys people send for personal data, and where the value belongs instead.
+_KEY_HINTS = {
+    "email": "em",
+    "emails": "em",
+    "phone": "ph",
+    "phone_number": "ph",
+    "first_name": "fn",
+    "firstname": "fn",
+    "last_name": "ln",
+    "lastname": "ln",
+    "name": "fn and ln",
+}
+
+
+def _refuse_misnamed_pii(data: Any) -> None:
+    if isinstance(data, dict):
+        errors = {
+            key: [f"Unknown field; personal data goes in {_KEY_HINTS[key]} (it is hashed there)."]
+            for key in data
+            if key in _KEY_HINTS
+        }
+        if errors:
+            raise ValidationError(errors)
+
+
+class ContentSchema(Schema):
+    """One line item of ``custom_data.contents``."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = Identifier(required=True)
+    quantity = fields.Integer(validate=validate.Range(min=0), strict=True)
+    item_price = fields.Float(allow_nan=False)
+    title = fields.String(validate=validate.Length(max=500))
+
+
+class CustomDataSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    value = fields.Float(allow_none=True, allow_nan=False)
+    currency = Currency()
+    order_id = Identifier()
+    contents = fields.List(fields.Nested(ContentSchema), validate=validate.Length(max=1000))
+    content_name = fields.String(validate=validate.Length(max=500))
+    content_category = fields.String(validate=validate.Length(max=500))
+    predicted_ltv = fields.Float(allow_none=True, allow_nan=False)
+
+
+class ScreenSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    width = fields.Integer(allow_none=True)
+    height = fields.Integer(allow_none=True)
+    color_depth = fields.Integer(allow_none=True)
+
+
+class ClientContextSchema(Schema):
+    """Device signals from the vendor's pixel, passed through; unknown keys are kept."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    timezone = fields.String(allow_none=True)
+    screen = fields.Nested(ScreenSchema, allow_none=True)
+    viewport = fields.Nested(ScreenSchema, allow_none=True)
+    platform = fields.String(allow_none=True)
+    connection = fields.Dict(allow_none=True)
+
+
+def _optional_string() -> fields.String:
+    return fields.String(allow_none=True, validate=validate.Length(max=1000))
+
+
+def user_data_schema_class(default_phone_region: str | None) -> type[Schema]:
+    """``user_data`` schema; phone numbers without a country code are read in the region."""
+
+    class UserDataSchema(Schema):
+        class Meta:
+            unknown = RAISE
+
+        grclid = _optional_string()
+        grcpid = _optional_string()
+        grpuid = _optional_string()
+        gradid = _optional_string()
+        grsig = _optional_string()
+        graid = _optional_string()
+        visitor_id = _optional_string()
+        session_id = _optional_string()
+        client_user_agent = _optional_string()
+        em = OneOrMany(HashedEmail(), validate=validate.Length(max=10))
+        ph = OneOrMany(HashedPhone(default_region=default_phone_region), validate=validate.Length(max=10))
+        fn = HashedName()
+        ln = HashedName()
+        external_id = OneOrMany(Identifier(), validate=validate.Length(max=10))
+
+        @pre_load
+        def _hints(self, data: Any, **kwargs: Any) -> Any:
+            _refuse_misnamed_pii(data)
+            return data
+
+    return UserDataSchema
+
+
+def _new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def canonical_schema_class(default_phone_region: str | None = None) -> type[Schema]:
+    """The canonical event schema class for one phone region."""
+
+    class CanonicalEventSchema(Schema):
+        class Meta:
+            unknown = RAISE
+
+        event_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+        event_time = UnixTime(load_default=_now)
+        event_id = Identifier(load_default=_new_event_id)
+        action_source = fields.String(load_default="website", validate=validate.Length(min=1, max=64))
+        event_source_url = fields.String(allow_none=True, validate=validate.Length(max=2048))
+        user_data = fields.Nested(user_data_schema_class(default_phone_region), load_default=dict)
+        client_context = fields.Nested(ClientContextSchema, allow_none=True)
+        custom_data = fields.Nested(CustomDataSchema, allow_none=True)
+        test_event_code = fields.String(allow_none=True, validate=validate.Length(max=100))
+
+        @pre_load
+        def _hints(self, data: Any, **kwargs: Any) -> Any:
+            _refuse_misnamed_pii(data)
+            return data
+
+        @post_load
+        def _normalise(self, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+            event["event_name"] = _STANDARD_BY_LOWER.get(event["event_name"].lower(), event["event_name"])
+            if not event.get("event_source_url"):
+                event.pop("event_source_url", None)
+            return event
+
+    return CanonicalEventSchema
+
+
+@functools.cache
+def canonical_schema(default_phone_region: str | None = None) -> Schema:
+    """A shared, ready instance (schemas are stateless once built; building costs time)."""
+    return canonical_schema_class(default_phone_region)()
+
+
+@functools.cache
+def canonical_many_schema(default_phone_region: str | None = None) -> Schema:
+    return canonical_schema_class(default_phone_region)(many=True)

@@ -1,0 +1,136 @@
+"""marshmallow fields shared by the event schemas.
+
+Each field checks one kind of value, normalises it to the form vendors want and, for personal
+data, hashes it.  Error messages say what is wrong and what to send instead; they never repeat
+the value, which may be personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import time
+from importlib import resources
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+from schemas import pii
+
+#: Events stamped further in the future than this are refused (clock skew allowance).
+MAX_FUTURE_SKEW_SECONDS = 600
+#: Identifiers longer than this are refused; vendors key dedup on them.
+MAX_IDENTIFIER_CHARS = 256
+
+
+@functools.cache
+def currency_codes() -> frozenset[str]:
+    """Active ISO 4217 codes, from ``schemas/data/iso4217.json``."""
+    text = resources.files("schemas").joinpath("data/iso4217.json").read_text()
+    return frozenset(json.loads(text)["codes"])
+
+
+class Identifier(fields.Field):
+    """An id given as a string or an integer; always loaded as a string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError("Not a valid identifier; send a string (or an integer).")
+        text = str(value).strip()
+        if not text:
+            raise ValidationError("Empty identifier; leave the field out instead.")
+        if len(text) > MAX_IDENTIFIER_CHARS:
+            raise ValidationError(f"Longer than {MAX_IDENTIFIER_CHARS} characters.")
+        return text
+
+
+class OneOrMany(fields.List):
+    """A list that also takes a single value, as ``em`` or ``external_id`` often arrive."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class _Hashed(fields.Field):
+    """Base of the personal-data fields: a string, normalised and hashed on load."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise ValidationError("Not a string.")
+        try:
+            return self.hash(value)
+        except pii.PIIError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def hash(self, value: str) -> str:
+        raise NotImplementedError
+
+
+class HashedEmail(_Hashed):
+    def hash(self, value: str) -> str:
+        return pii.hash_email(value)
+
+
+class HashedName(_Hashed):
+    def hash(self, value: str) -> str:
+        return pii.hash_name(value)
+
+
+class HashedPhone(_Hashed):
+    def __init__(self, *, default_region: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.default_region = default_region
+
+    def hash(self, value: str) -> str:
+        return pii.hash_phone(value, self.default_region)
+
+
+class Currency(fields.Field):
+    """An ISO 4217 code, upper-cased."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise ValidationError("Not a string; send an ISO 4217 code such as EUR.")
+        code = value.strip().upper()
+        if code not in currency_codes():
+            raise ValidationError("Not an ISO 4217 currency code; send three letters such as EUR or USD.")
+        return code
+
+
+class UnixTime(fields.Field):
+    """A point in time as whole UNIX seconds.
+
+    Takes an integer or float of seconds, or an ISO 8601 string with a time zone.  Milliseconds
+    (a common mistake) are refused with a message saying so.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise ValidationError("Not a time; send UNIX seconds as an integer.")
+        if isinstance(value, (int, float)):
+            seconds = int(value)
+        elif isinstance(value, str):
+            seconds = _parse_iso(value)
+        else:
+            raise ValidationError("Not a time; send UNIX seconds as an integer.")
+        now = time.time()
+        if seconds > now + MAX_FUTURE_SKEW_SECONDS:
+            if seconds > 100_000_000_000:
+                raise ValidationError("Looks like milliseconds; send UNIX seconds (divide by 1000).")
+            raise ValidationError("In the future; send the time the event happened, in UNIX seconds.")
+        if seconds <= 0:
+            raise ValidationError("Not a time after 1970; send UNIX seconds.")
+        return seconds
+
+
+def _parse_iso(value: str) -> int:
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("Not a time; send UNIX seconds or ISO 8601 with a time zone.") from None
+    if parsed.tzinfo is None:
+        raise ValidationError("ISO 8601 time without a time zone; add one (e.g. +00:00) or send UNIX seconds.")
+    return int(parsed.timestamp())

@@ -1,0 +1,1 @@
+"""Celery tasks: ``relay.drain`` (deliver), ``relay.enqueue`` (ingest) and ``relay.admin``."""

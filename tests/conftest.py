@@ -1,0 +1,205 @@
+"""Shared fixtures: a private Redis, the vendor sandbox, and relay stacks with real workers.
+
+The broker uses database 0 of the private Redis and the relay's data database 1, so a test can
+wipe the relay's data without touching Celery's queue bindings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from conversion_relay import Relay
+from sandbox import GravityCapiSandbox, SandboxServer
+from tests.support import RedisServer, WorkerProcess, wait_for, write_config
+from worker.admin import Admin
+from worker.deadletter import Selection
+from worker.keys import Keys
+from worker.settings import Settings, load_settings
+
+BROKER_DB = 0
+DATA_DB = 1
+API_KEY = "sandbox-key"
+KEY_ENV = "TEST_GRAVITY_KEY"
+
+#: Engine settings that keep the tests quick: short deadlines, backoff and ticks.
+FAST_RELAY: dict[str, Any] = {
+    "flush_deadline_seconds": 0.2,
+    "backoff_base_seconds": 0.05,
+    "backoff_cap_seconds": 0.4,
+    "tick_seconds": 0.05,
+    "reclaim_idle_seconds": 4.0,
+    "drain_budget_seconds": 5.0,
+    "visibility_timeout_seconds": 30.0,
+}
+
+
+def gravity_destination(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    table = {
+        "vendor": "gravity_capi",
+        "base_url": sandbox.url_for("gravity-capi"),
+        "api_key_env": KEY_ENV,
+        "connect_timeout_seconds": 1.0,
+        "read_timeout_seconds": 2.0,
+    }
+    table.update(overrides)
+    return table
+
+
+class Stack:
+    """One configuration of the relay: its file, environment, producer, data and workers."""
+
+    def __init__(
+        self,
+        server: RedisServer,
+        directory: Path,
+        relay: dict[str, Any],
+        destinations: dict[str, dict[str, Any]],
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.config = write_config(directory / "relay.toml", relay, destinations)
+        self.env = {
+            **os.environ,
+            "REDIS_URL": server.url(DATA_DB),
+            "CONVERSION_RELAY_BROKER_URL": server.url(BROKER_DB),
+            "CONVERSION_RELAY_CONFIG": str(self.config),
+            KEY_ENV: API_KEY,
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.env.pop("SENTRY_DSN", None)
+        self.settings: Settings = load_settings(self.env)
+        self.redis = redis.Redis.from_url(server.url(DATA_DB))
+        self.keys = Keys(self.settings.key_prefix)
+        self.admin = Admin(self.settings, self.redis)
+        self.workers: list[WorkerProcess] = []
+        self._relay: Relay | None = None
+
+    @property
+    def relay(self) -> Relay:
+        if self._relay is None:
+            self._relay = Relay(self.settings)
+        return self._relay
+
+    def start_worker(self, concurrency: int = 2) -> WorkerProcess:
+        log = self.directory / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(self.env, log, concurrency=concurrency)
+        self.workers.append(worker)
+        return worker
+
+    def counters(self, destination: str = "gravity") -> dict[str, int]:
+        return self.admin.status()[destination]["counters"]
+
+    def dead_letters(self, destination: str | None = None) -> list[Any]:
+        return list(self.admin.letters.select(Selection(destination=destination)))
+
+    def settled(self, destination: str = "gravity") -> bool:
+        """Nothing unread, in flight or waiting for the destination."""
+        status = self.admin.status()[destination]
+        backlog = status["backlog"]
+        return backlog["unread"] == 0 and backlog["pending"] == 0 and status["waiting_batches"] == 0
+
+    def wait_settled(self, destination: str = "gravity", timeout: float = 30.0) -> None:
+        wait_for(lambda: self.settled(destination), timeout=timeout, what=f"{destination} to settle")
+
+    def reset_data(self) -> None:
+        self.redis.flushdb()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        if self._relay is not None:
+            self._relay.close()
+        self.redis.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxServer]:
+    server = SandboxServer({"gravity-capi": GravityCapiSandbox(api_keys=frozenset({API_KEY}))}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gravity(sandbox: SandboxServer) -> Iterator[GravityCapiSandbox]:
+    vendor = sandbox.vendor("gravity-capi")
+    vendor.reset()
+    yield vendor
+    # A request the relay gave up on (timeout) may still be running; let it finish here.
+    wait_for(lambda: vendor.in_flight == 0, timeout=15, what="the sandbox to finish its requests")
+    vendor.reset()
+
+
+@pytest.fixture
+def data(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The relay's data database, empty at the start of the test."""
+    client = redis.Redis.from_url(redis_server.url(DATA_DB))
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_stack(redis_server: RedisServer, sandbox: SandboxServer, tmp_path: Path) -> Iterator[Any]:
+    """Build a stack with its own configuration (and workers) for one test."""
+    stacks: list[Stack] = []
+
+    def build(relay: dict[str, Any] | None = None, destinations: dict[str, dict[str, Any]] | None = None, **env: str) -> Stack:
+        directory = tmp_path / f"stack-{len(stacks)}"
+        directory.mkdir()
+        stack = Stack(
+            redis_server,
+            directory,
+            {**FAST_RELAY, **(relay or {})},
+            destinations or {"gravity": gravity_destination(sandbox)},
+            extra_env=env,
+        )
+        stack.reset_data()
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.close()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(redis_server: RedisServer, sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One worker for a whole module, with the standard fast configuration and two destinations:
+    ``gravity`` (vendor limits) and ``small`` (10 events or 4,000 bytes a request)."""
+    directory = tmp_path_factory.mktemp("shared")
+    stack = Stack(
+        redis_server,
+        directory,
+        dict(FAST_RELAY),
+        {
+            "gravity": gravity_destination(sandbox),
+            "small": gravity_destination(sandbox, max_events=10, max_bytes=4000),
+        },
+    )
+    stack.reset_data()
+    stack.start_worker()
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def stack(shared_stack: Stack, gravity: GravityCapiSandbox) -> Iterator[Stack]:
+    """The module's shared stack, with empty data and a fresh sandbox for this test."""
+    for name in shared_stack.settings.destinations:
+        shared_stack.wait_settled(name)
+    shared_stack.reset_data()
+    yield shared_stack
+    gravity.configure(fail_all_status=None)

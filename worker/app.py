@@ -1,0 +1,77 @@
+"""The Celery application: ``celery -A worker.app worker``.
+
+Settings are loaded when this module is imported, so a worker with a bad configuration stops at
+start-up with the message naming the key.  Each destination gets its own queue
+(``relay.<name>``); ingest and admin tasks have theirs.  A worker consumes every queue by
+default; give a slow vendor workers of its own with ``-Q relay.<name>``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, signals
+from kombu import Exchange, Queue
+
+from worker.observability import init_sentry, install_log_filter
+from worker.scheduler import SchedulerStep
+from worker.settings import Settings, load_settings
+
+INGEST_QUEUE = "relay.ingest"
+ADMIN_QUEUE = "relay.admin"
+
+
+class RelayCelery(Celery):
+    relay_settings: Settings
+
+
+def create_app(settings: Settings | None = None) -> RelayCelery:
+    settings = settings or load_settings()
+    app = RelayCelery("conversion_relay", include=["tasks.delivery", "tasks.ingest", "tasks.admin"])
+    app.relay_settings = settings
+    names = [INGEST_QUEUE, ADMIN_QUEUE] + [d.queue for d in settings.destinations.values()]
+    # Each queue gets its own exchange and key: with Celery's defaults every queue would be
+    # bound to the default exchange under one key, and a message would reach all of them.
+    queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.redis_url,
+        result_expires=3600,
+        task_ignore_result=True,
+        # JSON only: a pickle payload from the broker would be code execution.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # A task's message is acknowledged after it ran, and comes back if its worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": int(settings.visibility_timeout_seconds)},
+        result_backend_transport_options={"visibility_timeout": int(settings.visibility_timeout_seconds)},
+        broker_connection_retry_on_startup=True,
+        task_queues=queues,
+        task_default_queue=INGEST_QUEUE,
+        task_routes={"relay.enqueue": {"queue": INGEST_QUEUE}, "relay.admin": {"queue": ADMIN_QUEUE}},
+        worker_hijack_root_logger=True,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    app.steps["worker"].add(SchedulerStep)
+    return app
+
+
+app = create_app()
+
+
+@signals.after_setup_logger.connect
+def _mask_secrets_in_logs(**kwargs: object) -> None:
+    install_log_filter(app.relay_settings.secrets)
+
+
+@signals.worker_process_init.connect
+def _sentry_in_pool_process(**kwargs: object) -> None:
+    init_sentry(app.relay_settings.secrets)
+
+
+@signals.celeryd_init.connect
+def _sentry_in_main_process(**kwargs: object) -> None:
+    init_sentry(app.relay_settings.secrets)

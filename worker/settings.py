@@ -1,0 +1,325 @@
+"""Settings: one TOML file named by ``CONVERSION_RELAY_CONFIG``, secrets from the environment.
+
+The file has a ``[relay]`` table for the engine and one ``[destinations.<name>]`` table per
+destination (a configured account of a vendor)::
+
+    [relay]
+    flush_deadline_seconds = 1.0
+
+    [destinations.gravity]
+    vendor = "gravity_capi"
+    base_url = "https://api.trygravity.ai"
+    api_key_env = "GRAVITY_API_KEY"
+
+Everything is checked when the settings are loaded, so a worker or producer with a bad file
+refuses to start with a message naming the key (``destinations.gravity.max_events: ...``)
+instead of failing on the first event.  Without a file, :func:`builtin_settings` gives a
+configuration that points every destination at the local vendor sandbox, so the demo needs no
+file and nothing is ever sent to a real vendor by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from worker.errors import ConfigurationError, format_messages
+
+#: Environment variable naming the TOML configuration file.
+CONFIG_ENV = "CONVERSION_RELAY_CONFIG"
+#: Where the built-in configuration expects the vendor sandbox.
+SANDBOX_URL_ENV = "CONVERSION_RELAY_SANDBOX_URL"
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
+#: API key the sandboxes accept when the built-in configuration is used.
+SANDBOX_API_KEY = "sandbox-key"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """One configured account of a vendor.
+
+    ``api_key`` is read from the environment variable named by ``api_key_env`` and is left out
+    of ``repr`` so that it cannot reach a log line through a stray ``%r``.
+    """
+
+    name: str
+    vendor: str
+    base_url: str
+    api_key: str = field(repr=False)
+    api_key_env: str
+    connect_timeout_seconds: float
+    read_timeout_seconds: float
+    max_events: int
+    max_bytes: int
+    test_event_code: str | None = None
+    enabled: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def queue(self) -> str:
+        """Celery queue of this destination: one per destination, so a slow vendor waits alone."""
+        return f"relay.{self.name}"
+
+    @property
+    def request_timeout_seconds(self) -> float:
+        return self.connect_timeout_seconds + self.read_timeout_seconds
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Engine settings plus the destinations.  Build with :func:`load_settings`."""
+
+    redis_url: str
+    broker_url: str
+    key_prefix: str = "cr"
+    #: A partial batch leaves at the latest this long after its oldest event was enqueued.
+    flush_deadline_seconds: float = 1.0
+    #: A batch that keeps failing transiently is dead-lettered this long after its first failure.
+    retry_horizon_seconds: float = 24 * 3600
+    #: 0 means: no limit on attempts, only the horizon counts.
+    max_attempts: int = 0
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 600.0
+    #: Longest Retry-After honoured; a longer one is treated as this (the batch waits in Redis).
+    max_retry_after_seconds: float = 3600.0
+    #: Events read by a worker that died are taken over after this long without an ack.
+    reclaim_idle_seconds: float = 60.0
+    #: An event handed out this many times without an ack is dead-lettered (poison guard).
+    max_deliveries: int = 10
+    #: Celery's Redis visibility timeout: an unacked task message comes back after this long.
+    visibility_timeout_seconds: float = 3600.0
+    #: How often workers look for destinations that have work and no drainer.
+    tick_seconds: float = 0.25
+    #: A drain task hands over to a fresh task after this long, so no task outlives the
+    #: visibility timeout and the queues stay fair.
+    drain_budget_seconds: float = 30.0
+    #: Region used to read phone numbers written without a country code (ISO 3166 alpha-2).
+    default_phone_region: str | None = None
+    #: 0 keeps dead letters until they are replayed or purged.
+    dead_letter_ttl_seconds: float = 0.0
+    destinations: Mapping[str, DestinationSettings] = field(default_factory=dict)
+
+    def destination(self, name: str) -> DestinationSettings:
+        try:
+            return self.destinations[name]
+        except KeyError:
+            known = ", ".join(sorted(self.destinations)) or "none"
+            raise ConfigurationError(
+                f"destination {name!r} is not configured (configured: {known}); "
+                f"add a [destinations.{name}] table to the configuration file."
+            ) from None
+
+    @property
+    def enabled_destinations(self) -> list[DestinationSettings]:
+        return [d for d in self.destinations.values() if d.enabled]
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log and Sentry scrubbers."""
+        return [d.api_key for d in self.destinations.values() if d.api_key]
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+class RelaySchema(Schema):
+    """The ``[relay]`` table."""
+
+    class Meta:
+        unknown = RAISE
+
+    redis_url = fields.String()
+    broker_url = fields.String()
+    key_prefix = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,32}$"))
+    flush_deadline_seconds = fields.Float(validate=validate.Range(min=0.0, max=60.0))
+    retry_horizon_seconds = fields.Float(validate=validate.Range(min=0.0))
+    max_attempts = fields.Integer(validate=validate.Range(min=0))
+    backoff_base_seconds = fields.Float(validate=validate.Range(min=0.0))
+    backoff_cap_seconds = fields.Float(validate=validate.Range(min=0.0))
+    max_retry_after_seconds = fields.Float(validate=validate.Range(min=0.0))
+    reclaim_idle_seconds = fields.Float(validate=validate.Range(min=0.1))
+    max_deliveries = fields.Integer(validate=validate.Range(min=1))
+    visibility_timeout_seconds = fields.Float(validate=validate.Range(min=1.0))
+    tick_seconds = fields.Float(validate=validate.Range(min=0.01, max=60.0))
+    drain_budget_seconds = fields.Float(validate=validate.Range(min=0.1))
+    default_phone_region = fields.String(
+        allow_none=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="Use an ISO 3166 alpha-2 code such as DE.")
+    )
+    dead_letter_ttl_seconds = fields.Float(validate=validate.Range(min=0.0))
+
+
+class DestinationSchema(Schema):
+    """Keys every ``[destinations.<name>]`` table accepts; vendors subclass it for their own."""
+
+    class Meta:
+        unknown = RAISE
+
+    vendor = fields.String(required=True)
+    base_url = fields.Url(require_tld=False, schemes={"http", "https"})
+    api_key_env = fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    api_key = fields.Raw(load_only=True)
+    connect_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=120.0))
+    read_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=600.0))
+    max_events = fields.Integer(validate=validate.Range(min=1))
+    max_bytes = fields.Integer(validate=validate.Range(min=1024))
+    test_event_code = fields.String(allow_none=True)
+    enabled = fields.Boolean()
+
+    @validates_schema
+    def _no_inline_key(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "api_key" in data:
+            raise ValidationError(
+                "Secrets do not belong in the file; put the key in an environment variable "
+                "and name that variable in api_key_env.",
+                "api_key",
+            )
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and check the settings named by the environment.
+
+    Args:
+        environ: the environment to read; ``os.environ`` when omitted.
+
+    Raises:
+        ConfigurationError: naming each bad key and what to do about it.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get(CONFIG_ENV)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                document = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigurationError(f"{CONFIG_ENV}: no file at {path!r}; fix the path or unset it.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: not valid TOML ({exc}).") from None
+    else:
+        document = builtin_document(env)
+    return settings_from_document(document, env)
+
+
+def builtin_document(env: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration used when no file is named: every vendor at the local sandbox."""
+    from worker.vendors import adapter_classes
+
+    sandbox = env.get(SANDBOX_URL_ENV, DEFAULT_SANDBOX_URL).rstrip("/")
+    destinations = {}
+    for vendor, adapter in adapter_classes().items():
+        destinations[adapter.default_destination_name] = {
+            "vendor": vendor,
+            "base_url": f"{sandbox}/{adapter.sandbox_prefix}",
+            **adapter.sandbox_options,
+        }
+    return {"relay": {}, "destinations": destinations, "_sandbox": True}
+
+
+def settings_from_document(document: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Check a parsed configuration document and resolve its secrets from ``env``."""
+    from worker.vendors import adapter_classes
+
+    errors: dict[str, Any] = {}
+    unknown = set(document) - {"relay", "destinations", "_sandbox"}
+    for key in sorted(unknown):
+        errors[key] = ["Unknown table; the file has [relay] and [destinations.<name>] tables."]
+    try:
+        relay = RelaySchema().load(document.get("relay", {}))
+    except ValidationError as exc:
+        errors["relay"] = exc.messages
+        relay = {}
+    redis_url = env.get("REDIS_URL") or relay.pop("redis_url", None) or "redis://127.0.0.1:6379/0"
+    relay.pop("redis_url", None)
+    broker_url = env.get("CONVERSION_RELAY_BROKER_URL") or relay.pop("broker_url", None) or redis_url
+    relay.pop("broker_url", None)
+
+    sandbox = bool(document.get("_sandbox"))
+    adapters = adapter_classes()
+    destinations: dict[str, DestinationSettings] = {}
+    raw_destinations = document.get("destinations", {})
+    if not isinstance(raw_destinations, Mapping) or not raw_destinations:
+        errors["destinations"] = ["Configure at least one [destinations.<name>] table."]
+        raw_destinations = {}
+    for name, table in raw_destinations.items():
+        problem = _destination(name, table, adapters, env, sandbox, destinations)
+        if problem:
+            errors.setdefault("destinations", {})[name] = problem
+
+    if errors:
+        raise ConfigurationError("invalid configuration: " + format_messages(errors).split("\n", 1)[1].strip())
+    settings = Settings(redis_url=redis_url, broker_url=broker_url, destinations=destinations, **relay)
+    _check_timing(settings)
+    return settings
+
+
+def _destination(
+    name: str,
+    table: Any,
+    adapters: Mapping[str, Any],
+    env: Mapping[str, str],
+    sandbox: bool,
+    out: dict[str, DestinationSettings],
+) -> Any:
+    if not _NAME.match(name):
+        return ["Destination names are 1-40 characters of a-z, 0-9, '_' or '-', starting with a letter."]
+    if not isinstance(table, Mapping):
+        return ["Expected a table."]
+    vendor = table.get("vendor")
+    adapter = adapters.get(vendor) if isinstance(vendor, str) else None
+    if adapter is None:
+        return {"vendor": [f"Unknown vendor {vendor!r}; use one of: {', '.join(sorted(adapters))}."]}
+    try:
+        data = adapter.settings_schema().load(table)
+    except ValidationError as exc:
+        return exc.messages
+    base_keys = set(DestinationSchema().fields)
+    options = {k: v for k, v in data.items() if k not in base_keys}
+    key_env = data.get("api_key_env") or f"CONVERSION_RELAY_{name.upper().replace('-', '_')}_API_KEY"
+    api_key = env.get(key_env) or (SANDBOX_API_KEY if sandbox else "")
+    if not api_key and adapter.requires_api_key:
+        return {"api_key_env": [f"Environment variable {key_env} is not set; export the API key in it."]}
+    max_events = data.get("max_events", adapter.default_max_events)
+    if max_events > adapter.max_events_limit:
+        return {"max_events": [f"{max_events} is above the vendor's limit of {adapter.max_events_limit} per request."]}
+    base_url = data.get("base_url") or adapter.default_base_url
+    if not base_url:
+        return {"base_url": ["The vendor has no public default; set base_url."]}
+    out[name] = DestinationSettings(
+        name=name,
+        vendor=vendor,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
+        api_key_env=key_env,
+        connect_timeout_seconds=data.get("connect_timeout_seconds", 3.05),
+        read_timeout_seconds=data.get("read_timeout_seconds", 10.0),
+        max_events=max_events,
+        max_bytes=data.get("max_bytes", adapter.default_max_bytes),
+        test_event_code=data.get("test_event_code") or None,
+        enabled=data.get("enabled", True),
+        options=options,
+    )
+    return None
+
+
+def _check_timing(settings: Settings) -> None:
+    """Reclaiming must not steal events from a drainer that is merely waiting on a slow vendor."""
+    for dest in settings.destinations.values():
+        held = settings.flush_deadline_seconds + dest.request_timeout_seconds
+        if settings.reclaim_idle_seconds <= held:
+            raise ConfigurationError(
+                f"relay.reclaim_idle_seconds: {settings.reclaim_idle_seconds} is not above the "
+                f"{held:.2f} s a drainer may hold events of destination {dest.name!r} "
+                "(flush deadline + connect and read timeouts); raise it or lower the timeouts."
+            )
+    if settings.drain_budget_seconds >= settings.visibility_timeout_seconds:
+        raise ConfigurationError(
+            "relay.drain_budget_seconds must be below relay.visibility_timeout_seconds, or a "
+            "running drain task would be handed out a second time."
+        )

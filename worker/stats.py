@@ -1,0 +1,39 @@
+"""Per-destination counters in Redis: what was accepted, delivered, retried, dead-lettered."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+
+    from worker.keys import Keys
+
+#: Every counter, in the order reports show them.
+COUNTERS = (
+    "accepted",
+    "delivered",
+    "duplicate",
+    "test_ok",
+    "skipped",
+    "retried",
+    "deferred",
+    "dead_lettered",
+    "requests",
+    "split",
+    "reclaimed",
+)
+
+
+def count(pipe: redis.client.Pipeline, keys: Keys, destination: str, **amounts: int) -> None:
+    """Add to counters inside the caller's transaction, so counts move with the data."""
+    key = keys.stats(destination)
+    for name, amount in amounts.items():
+        if amount:
+            pipe.hincrby(key, name, amount)
+
+
+def read(client: redis.Redis, keys: Keys, destination: str) -> dict[str, int]:
+    raw = client.hgetall(keys.stats(destination))
+    values = {k.decode(): int(v) for k, v in raw.items()}
+    return {name: values.get(name, 0) for name in COUNTERS}

@@ -1,0 +1,70 @@
+"""HTTP to vendors: one keep-alive ``requests`` session per destination and process.
+
+A network failure becomes a :class:`~worker.outcomes.RetryLater`; nothing here retries or
+sleeps.  TLS certificates are always verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from worker.outcomes import RetryLater
+
+if TYPE_CHECKING:
+    from worker.settings import DestinationSettings
+    from worker.vendors.base import Request
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Transport:
+    def __init__(self, destination: DestinationSettings, pool_size: int = 4) -> None:
+        self.destination = destination
+        self.timeout = (destination.connect_timeout_seconds, destination.read_timeout_seconds)
+        self.session = requests.Session()
+        self.session.verify = True
+        # Retries belong to the delivery engine, which knows the retry horizon and backoff.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": "conversion-relay/0.1", "Accept": "application/json"})
+
+    def send(self, request: Request) -> Response | RetryLater:
+        try:
+            response = self.session.request(
+                request.method,
+                request.url,
+                params=request.params,
+                data=request.body,
+                headers=request.headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return RetryLater(reason="timeout", excerpt=f"no answer within {self.timeout[1]} s")
+        except requests.ConnectionError as exc:
+            return RetryLater(reason="connection_error", excerpt=_describe(exc))
+        except requests.RequestException as exc:
+            return RetryLater(reason="request_error", excerpt=_describe(exc))
+        return Response(status=response.status_code, headers=response.headers, body=response.content)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _describe(exc: Exception) -> str:
+    """The exception's kind, without its message: messages carry URLs, which may carry secrets."""
+    root = exc
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    kind = type(root).__name__
+    return f"{type(exc).__name__} ({kind})" if root is not exc else kind

@@ -1,0 +1,111 @@
+"""The seam every vendor plugs into.
+
+A vendor adapter knows four things about its API and nothing about Redis, Celery or retries:
+
+1. its mapping: a canonical event becomes zero or more *parts* (one vendor event each, already
+   JSON-encoded), each tagged with a *group*: parts of one group may share a request;
+2. its batching rule: the envelope around a group's parts and the count and byte limits;
+3. its request: URL, method and authentication headers;
+4. its response handling: a response becomes an :mod:`worker.outcomes` outcome.
+
+The delivery engine (:mod:`worker.delivery`) does the rest the same way for every vendor.
+A new vendor is a module in this package holding one :class:`VendorAdapter` subclass.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
+
+from worker.outcomes import Outcome, classify_failure
+from worker.settings import DestinationSchema
+
+if TYPE_CHECKING:
+    from marshmallow import Schema
+
+    from worker.settings import DestinationSettings
+
+
+class Part(NamedTuple):
+    """One vendor event, encoded, and the group of requests it may travel in."""
+
+    group: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    params: Mapping[str, str] | None = None
+
+
+def encode(payload: Any) -> bytes:
+    """Compact UTF-8 JSON, the encoding of every request body part."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The mapping without ``None`` values, so requests stay small and vendors see no nulls."""
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+class VendorAdapter:
+    """Base class of vendor adapters.  Subclasses set the class attributes and override the
+    ``map_event``, ``envelope``, ``request_for`` and ``interpret_success`` methods."""
+
+    #: Registry key, the ``vendor`` value of a destination table.
+    vendor: ClassVar[str] = ""
+    #: Human name used in messages and the demo report.
+    title: ClassVar[str] = ""
+    #: Destination name in the built-in (sandbox) configuration.
+    default_destination_name: ClassVar[str] = ""
+    #: Production base URL, or ``None`` when the vendor's URL is per customer.
+    default_base_url: ClassVar[str | None] = None
+    #: Path prefix of this vendor's sandbox in the bundled sandbox server.
+    sandbox_prefix: ClassVar[str] = ""
+    #: Extra destination keys used by the built-in configuration.
+    sandbox_options: ClassVar[Mapping[str, Any]] = {}
+    #: Schema of the destination table, with the vendor's own keys.
+    settings_schema: ClassVar[type[Schema]] = DestinationSchema
+    requires_api_key: ClassVar[bool] = True
+    #: Hard limit of events per request the vendor documents.
+    max_events_limit: ClassVar[int] = 1000
+    default_max_events: ClassVar[int] = 100
+    default_max_bytes: ClassVar[int] = 1_000_000
+
+    def __init__(self, destination: DestinationSettings) -> None:
+        self.destination = destination
+
+    def map_event(self, event: Mapping[str, Any]) -> list[Part]:
+        """Vendor parts for one canonical event; an empty list means the vendor cannot express
+        the event and it is counted as skipped for this destination."""
+        raise NotImplementedError
+
+    def envelope(self, group: str) -> tuple[bytes, bytes]:
+        """The bytes before and after the comma-joined parts of one request of ``group``."""
+        raise NotImplementedError
+
+    def request_for(self, group: str, body: bytes) -> Request:
+        """The HTTP request carrying ``body``.  Credentials go in headers, never in the URL."""
+        raise NotImplementedError
+
+    def interpret_success(self, status: int, body: bytes, parts: list[bytes]) -> Outcome:
+        """Outcome of a 2xx response to a request carrying ``parts``."""
+        raise NotImplementedError
+
+    def interpret(self, status: int, headers: Mapping[str, str], body: bytes, parts: list[bytes]) -> Outcome:
+        if 200 <= status < 300:
+            return self.interpret_success(status, body, parts)
+        return classify_failure(status, headers, body)
+
+    def body_for(self, group: str, parts: list[bytes]) -> bytes:
+        head, tail = self.envelope(group)
+        return head + b",".join(parts) + tail
+
+    def envelope_size(self, group: str) -> int:
+        head, tail = self.envelope(group)
+        return len(head) + len(tail)

@@ -1,0 +1,100 @@
+"""Gravity Conversions API (trygravity.ai): ``POST /gateway/events``.
+
+- Mapping: the canonical event is this vendor's event shape; fields other vendors need are
+  dropped, nulls are left out.  ``test_event_code`` is a request-level field, so it is the group:
+  test and live events never share a request.
+- Batching: ``{"data": [...]}`` with at most 1,000 events; the byte limit is not documented and
+  defaults to 1 MB (``max_bytes``).
+- Authentication: ``Authorization: Bearer <key>``.  The API also takes ``?api_key=``, which the
+  relay never uses: URLs end up in logs.
+- Response: one result per event.  ``ok``, ``duplicate``, ``test_ok`` and ``skipped`` are done;
+  ``error`` dead-letters that event alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from worker.outcomes import DONE_STATUSES, Accepted, Outcome, RetryLater, excerpt_of
+from worker.vendors.base import Part, Request, VendorAdapter, drop_empty, encode
+
+#: Fields of a Conversions API event; anything else in a canonical event is for other vendors.
+EVENT_FIELDS = (
+    "event_name",
+    "event_time",
+    "event_id",
+    "action_source",
+    "event_source_url",
+    "user_data",
+    "client_context",
+    "custom_data",
+)
+
+
+class GravityCapiAdapter(VendorAdapter):
+    vendor = "gravity_capi"
+    title = "Gravity Conversions API"
+    default_destination_name = "gravity"
+    default_base_url = "https://api.trygravity.ai"
+    sandbox_prefix = "gravity-capi"
+    max_events_limit = 1000
+    default_max_events = 1000
+    default_max_bytes = 1_000_000
+
+    def map_event(self, event: Mapping[str, Any]) -> list[Part]:
+        payload = {key: event[key] for key in EVENT_FIELDS if event.get(key) is not None}
+        if "user_data" in payload:
+            payload["user_data"] = drop_empty(payload["user_data"])
+        group = event.get("test_event_code") or self.destination.test_event_code or ""
+        return [Part(group, encode(payload))]
+
+    def envelope(self, group: str) -> tuple[bytes, bytes]:
+        if group:
+            return b'{"data":[', b'],"test_event_code":' + encode(group) + b"}"
+        return b'{"data":[', b"]}"
+
+    def request_for(self, group: str, body: bytes) -> Request:
+        return Request(
+            method="POST",
+            url=f"{self.destination.base_url}/gateway/events",
+            headers={
+                "Authorization": f"Bearer {self.destination.api_key}",
+                "Content-Type": "application/json",
+            },
+            body=body,
+        )
+
+    def interpret_success(self, status: int, body: bytes, parts: list[bytes]) -> Outcome:
+        try:
+            document = json.loads(body)
+            results = document["results"]
+        except (ValueError, KeyError, TypeError):
+            results = None
+        if not isinstance(results, list) or len(results) != len(parts):
+            results = _match_by_event_id(results, parts)
+        if results is None:
+            # Re-sending is safe: the vendor deduplicates on event_id + event_name.
+            return RetryLater(reason="unreadable_response", status=status, excerpt=excerpt_of(body))
+        statuses: list[str] = []
+        errors: dict[int, str] = {}
+        for index, result in enumerate(results):
+            state = result.get("status") if isinstance(result, dict) else None
+            if state in DONE_STATUSES:
+                statuses.append(state)
+                continue
+            statuses.append("error")
+            if state == "error":
+                errors[index] = str(result.get("error") or "error without a message")[:300]
+            else:
+                errors[index] = f"unknown result status {state!r}"
+        return Accepted(statuses=statuses, errors=errors)
+
+
+def _match_by_event_id(results: Any, parts: list[bytes]) -> list[Any] | None:
+    """Results in request order when the vendor returned them out of order or incomplete."""
+    if not isinstance(results, list):
+        return None
+    by_id = {r.get("event_id"): r for r in results if isinstance(r, dict) and r.get("event_id")}
+    ordered = [by_id.get(json.loads(part).get("event_id")) for part in parts]
+    return None if any(r is None for r in ordered) else ordered
