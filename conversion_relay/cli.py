@@ -24,7 +24,8 @@ import os
 import re
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from worker.errors import ConfigurationError
 
@@ -49,7 +50,7 @@ def parse_when(text: str, now: float | None = None) -> float:
             f"{text!r} is not a time; use ISO 8601 (2026-11-23T10:00:00Z), UNIX seconds or an age like 2h."
         ) from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
 
 
@@ -175,11 +176,13 @@ def _report_change(action: str, result: dict[str, Any]) -> int:
 def _when(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _letters_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'id':32}  {'destination':12}  {'reason':24}  {'status':6}  {'events':6}  {'attempts':8}  last failure (UTC)"]
+    lines = [
+        f"{'id':32}  {'destination':12}  {'reason':24}  {'status':6}  {'events':6}  {'attempts':8}  last failure (UTC)"
+    ]
     for row in rows:
         lines.append(
             f"{row['id']:32}  {row['destination']:12}  {row['reason']:24}  {str(row['status'] or '-'):6}  "

@@ -13,9 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CONFIG_KEYS = frozenset(
-    {"statuses", "latency_seconds", "drop_connections", "event_error_prefix", "fail_all_status"}
-)
+CONFIG_KEYS = frozenset({"statuses", "latency_seconds", "drop_connections", "event_error_prefix", "fail_all_status"})
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,7 @@ def _scripted(item: Any) -> _Scripted:
     """Normalise one `statuses` entry so bad scripts fail at configure time, not mid-test."""
     if not isinstance(item, dict):
         status = _check_status(item, "statuses[]")
-        return _Scripted(status, {"Content-Type": "application/json"},
-                         _error_body(f"sandbox: injected HTTP {status}"))
+        return _Scripted(status, {"Content-Type": "application/json"}, _error_body(f"sandbox: injected HTTP {status}"))
     unknown = set(item) - {"status", "retry_after", "body", "content_type"}
     if unknown:
         raise ValueError(f"statuses[]: unknown keys {sorted(unknown)}")
@@ -139,8 +136,13 @@ class Faults:
                 return FaultAction("status", latency, item.status, dict(item.headers), item.body)
             status = self._fail_all_status
         if status is not None:
-            return FaultAction("status", latency, status, {"Content-Type": "application/json"},
-                               _error_body(f"sandbox: simulated outage (fail_all_status={status})"))
+            return FaultAction(
+                "status",
+                latency,
+                status,
+                {"Content-Type": "application/json"},
+                _error_body(f"sandbox: simulated outage (fail_all_status={status})"),
+            )
         return FaultAction("normal", latency)
 
     @property

@@ -67,9 +67,7 @@ def _validate(event: Any) -> str | None:
         return "user_data: must be an object"
     for key in _LIST_FIELDS:
         value = user_data.get(key)
-        if value is not None and (
-            not isinstance(value, list) or not all(isinstance(item, str) for item in value)
-        ):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
             return f"user_data.{key}: must be a list of strings"
     return None
 
@@ -120,9 +118,7 @@ class GravityCapiSandbox:
         """Fault settings plus the vendor-side opt-out list, as one control surface."""
         given = "opted_out_external_ids" in kw
         ids = kw.pop("opted_out_external_ids", None) or []
-        if not isinstance(ids, (list, tuple, set, frozenset)) or not all(
-            isinstance(item, str) for item in ids
-        ):
+        if not isinstance(ids, (list, tuple, set, frozenset)) or not all(isinstance(item, str) for item in ids):
             raise ValueError("opted_out_external_ids: must be a list of strings")
         self.faults.configure(**kw)
         if given:
@@ -170,40 +166,56 @@ class GravityCapiSandbox:
             attempted = attempted or "query"
         return attempted, False
 
-    def _record(self, method: str, path: str, query: Mapping[str, str], auth: str | None,
-                event_count: int | None, nbytes: int, status: int | None) -> None:
+    def _record(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        auth: str | None,
+        event_count: int | None,
+        nbytes: int,
+        status: int | None,
+    ) -> None:
         record = {
-            "method": method, "path": path, "query_keys": sorted(query), "auth": auth,
-            "event_count": event_count, "bytes": nbytes, "status": status,
+            "method": method,
+            "path": path,
+            "query_keys": sorted(query),
+            "auth": auth,
+            "event_count": event_count,
+            "bytes": nbytes,
+            "status": status,
         }
         with self._lock:
             record["at"] = self._clock()
             self.requests.append(record)
 
-    def record_fault(self, method: str, path: str, query: Mapping[str, str], headers: Any,
-                     body: bytes, status: int | None) -> None:
+    def record_fault(
+        self, method: str, path: str, query: Mapping[str, str], headers: Any, body: bytes, status: int | None
+    ) -> None:
         """Log a request the fault model answered (status None = dropped connection)."""
         auth, _ = self._auth(query, headers)
         self._record(method, path, query, auth, _count_events(body), len(body), status)
 
-    def payload_too_large(self, method: str, path: str, query: Mapping[str, str], headers: Any,
-                          length: int) -> Response:
+    def payload_too_large(
+        self, method: str, path: str, query: Mapping[str, str], headers: Any, length: int
+    ) -> Response:
         auth, _ = self._auth(query, headers)
         self._record(method, path, query, auth, None, length, 413)
         return _error(413, f"body: request body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes")
 
-    def handle(self, method: str, path: str, query: Mapping[str, str], headers: Any,
-               body: bytes) -> Response:
+    def handle(self, method: str, path: str, query: Mapping[str, str], headers: Any, body: bytes) -> Response:
         auth, accepted = self._auth(query, headers)
         event_count: int | None = None
         if path != EVENTS_PATH:
             response = _error(404, f"no such endpoint: {path}")
         elif method != "POST":
-            response = _error(405, f"method {method} not allowed on {EVENTS_PATH}; use POST",
-                              {"Allow": "POST"})
+            response = _error(405, f"method {method} not allowed on {EVENTS_PATH}; use POST", {"Allow": "POST"})
         elif not accepted:
-            message = "invalid API key" if auth else (
-                "missing API key: pass ?api_key=KEY or an 'Authorization: Bearer KEY' header")
+            message = (
+                "invalid API key"
+                if auth
+                else ("missing API key: pass ?api_key=KEY or an 'Authorization: Bearer KEY' header")
+            )
             response = _error(401, message, {"WWW-Authenticate": "Bearer"})
         else:
             response, event_count = self._events(body)
@@ -231,13 +243,16 @@ class GravityCapiSandbox:
             return _error(400, "test_event_code: must be a string"), len(data)
         results = self._process(data, bool(test_code))
         errored = sum(1 for result in results if result["status"] == "error")
-        return _json(200, {
-            "events_received": len(data),
-            "events_processed": len(data) - errored,
-            "events_errored": errored,
-            "results": results,
-            "test_mode": bool(test_code),
-        }), len(data)
+        return _json(
+            200,
+            {
+                "events_received": len(data),
+                "events_processed": len(data) - errored,
+                "events_errored": errored,
+                "results": results,
+                "test_mode": bool(test_code),
+            },
+        ), len(data)
 
     def _process(self, data: list[Any], test_mode: bool) -> list[dict[str, Any]]:
         error_prefix = self.faults.event_error_prefix

@@ -36,12 +36,13 @@ class VendorSandbox(Protocol):
     faults: Faults
     max_body_bytes: int | None
 
-    def handle(self, method: str, path: str, query: dict[str, str], headers: Any,
-               body: bytes) -> Response: ...
-    def payload_too_large(self, method: str, path: str, query: dict[str, str], headers: Any,
-                          length: int) -> Response: ...
-    def record_fault(self, method: str, path: str, query: dict[str, str], headers: Any,
-                     body: bytes, status: int | None) -> None: ...
+    def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> Response: ...
+    def payload_too_large(
+        self, method: str, path: str, query: dict[str, str], headers: Any, length: int
+    ) -> Response: ...
+    def record_fault(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes, status: int | None
+    ) -> None: ...
     def request_started(self) -> None: ...
     def request_finished(self) -> None: ...
     def configure(self, **kw: Any) -> None: ...
@@ -90,15 +91,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*_json(400, {"error": str(exc)}))
             return
         if prefix == CONTROL_PREFIX:
-            self._send(*(_json(413, {"error": "control request body too large"}) if too_large
-                         else self._control_response(rest, query, body)))
+            self._send(
+                *(
+                    _json(413, {"error": "control request body too large"})
+                    if too_large
+                    else self._control_response(rest, query, body)
+                )
+            )
         elif vendor is None:
             self._send(*_json(404, {"error": f"no vendor sandbox mounted at /{prefix}"}))
         else:
             self._vendor_request(vendor, rest, query, body, too_large)
 
-    def _vendor_request(self, vendor: VendorSandbox, path: str, query: dict[str, str],
-                        body: bytes, too_large: int | None) -> None:
+    def _vendor_request(
+        self, vendor: VendorSandbox, path: str, query: dict[str, str], body: bytes, too_large: int | None
+    ) -> None:
         action = vendor.faults.next_action()
         vendor.request_started()
         try:
@@ -124,15 +131,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _control_response(self, rest: str, query: dict[str, str], body: bytes) -> Response:
         prefix, _, action = rest.strip("/").partition("/")
         if not prefix or action not in ("faults", "state", "reset"):
-            return _json(404, {"error": f"unknown control endpoint /{CONTROL_PREFIX}{rest}; "
-                                        "use /_sandbox/<prefix>/(faults|state|reset)"})
+            return _json(
+                404,
+                {
+                    "error": f"unknown control endpoint /{CONTROL_PREFIX}{rest}; "
+                    "use /_sandbox/<prefix>/(faults|state|reset)"
+                },
+            )
         vendor = self.server.vendors.get(prefix)
         if vendor is None:
             return _json(404, {"error": f"no vendor sandbox mounted at /{prefix}"})
         expected = "GET" if action == "state" else "POST"
         if self.command != expected:
-            return _json(405, {"error": f"use {expected} for /{CONTROL_PREFIX}/{prefix}/{action}"},
-                         {"Allow": expected})
+            return _json(405, {"error": f"use {expected} for /{CONTROL_PREFIX}/{prefix}/{action}"}, {"Allow": expected})
         if action == "state":
             summary = query.get("summary", "").lower() in ("1", "true", "yes")
             return _json(200, vendor.state(include_events=not summary, include_requests=not summary))
@@ -267,8 +278,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class SandboxServer:
     """Vendor sandboxes served over loopback, mounted at /<prefix>/."""
 
-    def __init__(self, vendors: dict[str, VendorSandbox], host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(self, vendors: dict[str, VendorSandbox], host: str = "127.0.0.1", port: int = 0) -> None:
         for prefix in vendors:
             if not prefix or "/" in prefix or prefix == CONTROL_PREFIX:
                 raise ValueError(f"invalid vendor prefix {prefix!r}")
@@ -300,8 +310,10 @@ class SandboxServer:
     def start(self) -> SandboxServer:
         if self._thread is None and not self._stopped:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"sandbox-{self.port}", daemon=True,
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"sandbox-{self.port}",
+                daemon=True,
             )
             self._thread.start()
         return self

@@ -63,8 +63,7 @@ def normalise_phone(value: str, default_region: str | None) -> str:
     except phonenumbers.NumberParseException as exc:
         if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
             raise PIIError(
-                "No country code; write the number in E.164 (+4915112345678) or set "
-                "relay.default_phone_region."
+                "No country code; write the number in E.164 (+4915112345678) or set relay.default_phone_region."
             ) from None
         raise PIIError("Not a phone number; write it in E.164, e.g. +4915112345678.") from None
     if not phonenumbers.is_possible_number(number):

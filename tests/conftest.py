@@ -7,8 +7,9 @@ wipe the relay's data without touching Celery's queue bindings.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -156,7 +157,9 @@ def make_stack(redis_server: RedisServer, sandbox: SandboxServer, tmp_path: Path
     """Build a stack with its own configuration (and workers) for one test."""
     stacks: list[Stack] = []
 
-    def build(relay: dict[str, Any] | None = None, destinations: dict[str, dict[str, Any]] | None = None, **env: str) -> Stack:
+    def build(
+        relay: dict[str, Any] | None = None, destinations: dict[str, dict[str, Any]] | None = None, **env: str
+    ) -> Stack:
         directory = tmp_path / f"stack-{len(stacks)}"
         directory.mkdir()
         stack = Stack(
@@ -176,7 +179,9 @@ def make_stack(redis_server: RedisServer, sandbox: SandboxServer, tmp_path: Path
 
 
 @pytest.fixture(scope="module")
-def shared_stack(redis_server: RedisServer, sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def shared_stack(
+    redis_server: RedisServer, sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """One worker for a whole module, with the standard fast configuration and two destinations:
     ``gravity`` (vendor limits) and ``small`` (10 events or 4,000 bytes a request)."""
     directory = tmp_path_factory.mktemp("shared")

@@ -89,8 +89,7 @@ def test_auth_by_query_parameter(endpoint: str, gravity: GravityCapiSandbox) -> 
 
 
 def test_auth_by_bearer_header(endpoint: str, gravity: GravityCapiSandbox) -> None:
-    response = post(endpoint, {"data": [event()]}, key=None,
-                    headers={"Authorization": "Bearer second-key"})
+    response = post(endpoint, {"data": [event()]}, key=None, headers={"Authorization": "Bearer second-key"})
     assert response.status_code == 200
     record = gravity.requests[-1]
     assert (record["auth"], record["query_keys"], record["event_count"]) == ("bearer", [], 1)
@@ -106,8 +105,9 @@ def test_auth_by_bearer_header(endpoint: str, gravity: GravityCapiSandbox) -> No
         (None, {"Authorization": f"Basic {KEY}"}, "missing API key", None),
     ],
 )
-def test_unauthorized(endpoint: str, gravity: GravityCapiSandbox, key: str | None,
-                      headers: dict[str, str], message: str, auth: str | None) -> None:
+def test_unauthorized(
+    endpoint: str, gravity: GravityCapiSandbox, key: str | None, headers: dict[str, str], message: str, auth: str | None
+) -> None:
     response = post(endpoint, {"data": [event()]}, key=key, headers=headers)
     assert response.status_code == 401
     assert message in response.json()["error"]
@@ -129,8 +129,9 @@ def test_unauthorized(endpoint: str, gravity: GravityCapiSandbox, key: str | Non
     ],
 )
 def test_bad_request(endpoint: str, gravity: GravityCapiSandbox, body: bytes, message: str) -> None:
-    response = requests.post(endpoint, params={"api_key": KEY}, data=body, timeout=5,
-                             headers={"Content-Type": "application/json"})
+    response = requests.post(
+        endpoint, params={"api_key": KEY}, data=body, timeout=5, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"].startswith(message)
     assert gravity.events == [] and gravity.counters["ok"] == 0
@@ -159,15 +160,17 @@ def _padded_body(size: int) -> bytes:
 def test_body_size_limit(endpoint: str, gravity: GravityCapiSandbox) -> None:
     with requests.Session() as session:
         headers = {"Content-Type": "application/json"}
-        too_big = session.post(endpoint, params={"api_key": KEY}, data=_padded_body(1_000_001),
-                               headers=headers, timeout=5)
+        too_big = session.post(
+            endpoint, params={"api_key": KEY}, data=_padded_body(1_000_001), headers=headers, timeout=5
+        )
         assert too_big.status_code == 413
         assert "1000000 bytes" in too_big.json()["error"]
         assert gravity.events == []
         assert gravity.requests[-1]["status"] == 413
         assert gravity.requests[-1]["bytes"] == 1_000_001
-        at_limit = session.post(endpoint, params={"api_key": KEY}, data=_padded_body(1_000_000),
-                                headers=headers, timeout=5)
+        at_limit = session.post(
+            endpoint, params={"api_key": KEY}, data=_padded_body(1_000_000), headers=headers, timeout=5
+        )
     assert at_limit.status_code == 200
     assert statuses(at_limit) == ["ok"]
     assert gravity.requests[-1]["bytes"] == 1_000_000
@@ -232,8 +235,9 @@ def test_dedup_within_48_hours(endpoint: str, gravity: GravityCapiSandbox, clock
 def test_test_mode_validates_without_storing(endpoint: str, gravity: GravityCapiSandbox) -> None:
     opted = event("t2", user_data={"external_id": ["gone"]})
     gravity.configure(opted_out_external_ids=["gone"])
-    response = post(endpoint, {"data": [event("t1"), event("t1"), opted, {"event_id": "t3"}],
-                               "test_event_code": "TEST123"})
+    response = post(
+        endpoint, {"data": [event("t1"), event("t1"), opted, {"event_id": "t3"}], "test_event_code": "TEST123"}
+    )
     body = response.json()
     assert body["test_mode"] is True
     assert statuses(response) == ["test_ok", "test_ok", "test_ok", "error"]
@@ -247,8 +251,7 @@ def test_test_mode_validates_without_storing(endpoint: str, gravity: GravityCapi
 def test_opted_out_users_are_skipped(endpoint: str, gravity: GravityCapiSandbox, control: str) -> None:
     reply = requests.post(f"{control}/faults", json={"opted_out_external_ids": ["u-out"]}, timeout=5)
     assert reply.status_code == 200 and reply.json()["opted_out_external_ids"] == ["u-out"]
-    batch = [event("s1", user_data={"external_id": ["x", "u-out"]}),
-             event("s2", user_data={"external_id": ["u-in"]})]
+    batch = [event("s1", user_data={"external_id": ["x", "u-out"]}), event("s2", user_data={"external_id": ["u-in"]})]
     response = post(endpoint, {"data": batch})
     assert statuses(response) == ["skipped", "ok"]
     assert response.json()["events_processed"] == 2
@@ -257,9 +260,13 @@ def test_opted_out_users_are_skipped(endpoint: str, gravity: GravityCapiSandbox,
 
 
 def test_scripted_statuses_with_retry_after(endpoint: str, gravity: GravityCapiSandbox) -> None:
-    gravity.faults.configure(statuses=[{"status": 503, "retry_after": "2"},
-                                       {"status": 429, "retry_after": 7, "body": {"error": "slow down"}},
-                                       500])
+    gravity.faults.configure(
+        statuses=[
+            {"status": 503, "retry_after": "2"},
+            {"status": 429, "retry_after": 7, "body": {"error": "slow down"}},
+            500,
+        ]
+    )
     first, second, third, fourth = (post(endpoint, {"data": [event(f"r{i}")]}) for i in range(4))
     assert (first.status_code, first.headers["Retry-After"]) == (503, "2")
     assert (second.status_code, second.headers["Retry-After"], second.json()) == (429, "7", {"error": "slow down"})
@@ -313,8 +320,7 @@ def test_event_error_prefix(endpoint: str, gravity: GravityCapiSandbox) -> None:
 
 
 def test_control_endpoints_over_http(endpoint: str, control: str, server: SandboxServer) -> None:
-    reply = requests.post(f"{control}/faults", json={"statuses": [{"status": 503, "retry_after": "1"}]},
-                          timeout=5)
+    reply = requests.post(f"{control}/faults", json={"statuses": [{"status": 503, "retry_after": "1"}]}, timeout=5)
     assert reply.status_code == 200
     assert reply.json()["faults"]["statuses"] == [{"status": 503, "retry_after": "1"}]
     assert post(endpoint, {"data": [event("c1")]}).status_code == 503
@@ -340,10 +346,10 @@ def test_control_endpoints_over_http(endpoint: str, control: str, server: Sandbo
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
 
 
-def test_unknown_path_and_wrong_method(server: SandboxServer, endpoint: str,
-                                       gravity: GravityCapiSandbox) -> None:
-    unknown = requests.post(server.url_for("gravity-capi") + "/gateway/evnts", params={"api_key": KEY},
-                            json={"data": [event()]}, timeout=5)
+def test_unknown_path_and_wrong_method(server: SandboxServer, endpoint: str, gravity: GravityCapiSandbox) -> None:
+    unknown = requests.post(
+        server.url_for("gravity-capi") + "/gateway/evnts", params={"api_key": KEY}, json={"data": [event()]}, timeout=5
+    )
     assert unknown.status_code == 404 and "/gateway/evnts" in unknown.json()["error"]
     no_vendor = requests.post(f"{server.url}/other-vendor/gateway/events", json={}, timeout=5)
     assert no_vendor.status_code == 404 and "other-vendor" in no_vendor.json()["error"]
@@ -354,8 +360,10 @@ def test_unknown_path_and_wrong_method(server: SandboxServer, endpoint: str,
 
 def test_keep_alive_and_state_is_json(endpoint: str, gravity: GravityCapiSandbox) -> None:
     with requests.Session() as session:
-        replies = [session.post(endpoint, params={"api_key": KEY}, json={"data": [event(f"k{i}")]},
-                                timeout=5) for i in range(3)]
+        replies = [
+            session.post(endpoint, params={"api_key": KEY}, json={"data": [event(f"k{i}")]}, timeout=5)
+            for i in range(3)
+        ]
     for reply in replies:
         assert reply.raw.version == 11
         assert int(reply.headers["Content-Length"]) == len(reply.content)

@@ -7,8 +7,8 @@ parts are held across groups (so a vendor with a group per user cannot pile up m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
@@ -30,16 +30,19 @@ class Chunk:
 
     def split(self) -> tuple[Chunk, Chunk]:
         middle = len(self.parts) // 2
+        envelope = self.size - sum(map(len, self.parts)) - (len(self.parts) - 1) if self.size else 0
         halves = []
         for lo, hi in ((0, middle), (middle, len(self.parts))):
+            parts = self.parts[lo:hi]
             halves.append(
                 Chunk(
                     group=self.group,
-                    parts=self.parts[lo:hi],
+                    parts=parts,
                     origins=self.origins[lo:hi],
                     attempts=self.attempts,
                     first_failure_at=self.first_failure_at,
                     oldest_enqueued_at=self.oldest_enqueued_at,
+                    size=envelope + sum(map(len, parts)) + len(parts) - 1 if self.size else 0,
                 )
             )
         return halves[0], halves[1]

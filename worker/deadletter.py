@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
@@ -210,4 +211,3 @@ def _matches(letter: DeadLetter, selection: Selection) -> bool:
     if selection.until is not None and letter.last_failed_at > selection.until:
         return False
     return True
-

@@ -12,7 +12,8 @@ import logging
 import random
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from worker import stats
 from worker.backoff import retry_delay
@@ -164,7 +165,17 @@ class Delivery:
         exhausted = now >= horizon_end or 0 < cfg.max_attempts <= attempts
         if exhausted:
             excerpt = f"{outcome.reason}: {outcome.excerpt}".strip(": ")
-            self._dead(pipe, now, chunk, chunk.parts, "retries_exhausted", outcome.status, excerpt, attempts=attempts, first=first)
+            self._dead(
+                pipe,
+                now,
+                chunk,
+                chunk.parts,
+                "retries_exhausted",
+                outcome.status,
+                excerpt,
+                attempts=attempts,
+                first=first,
+            )
             return
         delay = retry_delay(
             attempts,
@@ -192,7 +203,12 @@ class Delivery:
         self.pause(pipe, due, now)
         log.warning(
             "%s: %s (status %s); %d events wait %.1f s (attempt %d)",
-            self.name, outcome.reason, outcome.status, len(chunk.parts), due - now, attempts,
+            self.name,
+            outcome.reason,
+            outcome.status,
+            len(chunk.parts),
+            due - now,
+            attempts,
         )
 
     def pause(self, pipe: redis.client.Pipeline, until: float, now: float) -> None:
@@ -232,7 +248,9 @@ class Delivery:
         self.rt.dead_letters.add(pipe, letter)
         stats.count(pipe, self.rt.keys, self.name, dead_lettered=len(parts))
         if reason != "vendor_rejected_event":
-            log.error("%s: %d events dead-lettered (%s, status %s) as %s", self.name, len(parts), reason, status, letter.id)
+            log.error(
+                "%s: %d events dead-lettered (%s, status %s) as %s", self.name, len(parts), reason, status, letter.id
+            )
 
     def _commit(
         self,
@@ -249,8 +267,8 @@ class Delivery:
         finished = self.ledger.settle(list(settle)) + list(release)
         pipe = self.rt.redis.pipeline(transaction=True)
         write(pipe, self.clock())
-        self.dest.stream.ack(pipe, [o[len(STREAM):] for o in finished if o.startswith(STREAM)])
+        self.dest.stream.ack(pipe, [o[len(STREAM) :] for o in finished if o.startswith(STREAM)])
         for origin in finished:
             if origin.startswith(BATCH):
-                self.rt.waiting.remove(pipe, self.name, origin[len(BATCH):])
+                self.rt.waiting.remove(pipe, self.name, origin[len(BATCH) :])
         pipe.execute()

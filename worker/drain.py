@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from worker.batching import Batcher, Chunk
 from worker.delivery import BATCH, STREAM, Delivery, Ledger
@@ -97,8 +98,11 @@ class Drainer:
             entries: list[Entry] = []
             if self.clock() >= next_reclaim:
                 entries = self.dest.stream.reclaim(self.rt.consumer, self.settings.reclaim_idle_seconds, MAX_READ)
-                self.report.reclaimed += len(entries)
-                if not entries:
+                if entries:
+                    self.report.reclaimed += len(entries)
+                    self.rt.redis.hincrby(self.rt.keys.stats(self.name), "reclaimed", len(entries))
+                    log.warning("%s: took over %d events a stopped worker had left", self.name, len(entries))
+                else:
                     next_reclaim = self.clock() + self.settings.reclaim_idle_seconds / 4
             if not entries:
                 entries = self.dest.stream.read(self.rt.consumer, self._room(), self._wait_seconds())
@@ -129,7 +133,9 @@ class Drainer:
             origin = STREAM + entry.id
             raw = entry.fields.get(b"c", b"")
             if entry.deliveries > self.settings.max_deliveries:
-                self._reject(origin, raw, "redelivered_too_often", f"handed out {entry.deliveries} times without an outcome")
+                self._reject(
+                    origin, raw, "redelivered_too_often", f"handed out {entry.deliveries} times without an outcome"
+                )
                 continue
             try:
                 parts = adapter.map_event(json.loads(raw))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 MASK = "[redacted]"
 
@@ -91,12 +92,29 @@ def init_sentry(secrets: Iterable[str], dsn: str | None = None, **options: Any) 
     known = list(secrets)
     sentry_sdk.init(
         dsn=dsn,
-        send_default_pii=False,
-        include_local_variables=False,
         max_request_body_size="never",
         integrations=[CeleryIntegration()],
         before_send=lambda event, hint: scrub_event(event, known),
         before_breadcrumb=lambda crumb, hint: _mask_tree(crumb, known),
+        **_collect_nothing_personal(),
         **options,
     )
     return True
+
+
+def _collect_nothing_personal() -> dict[str, Any]:
+    """No user data, bodies, task arguments, frame variables or source lines (which may hold
+    literals), in the option form this sentry-sdk understands."""
+    import sentry_sdk.consts
+
+    if "data_collection" in sentry_sdk.consts.ClientConstructor.__init__.__code__.co_varnames:
+        return {
+            "data_collection": {
+                "user_info": False,
+                "http_bodies": [],
+                "queues": False,
+                "stack_frame_variables": False,
+                "frame_context_lines": 0,
+            }
+        }
+    return {"send_default_pii": False, "include_local_variables": False, "include_source_context": False}

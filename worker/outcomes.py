@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 #: Per-part statuses that count as done and are never retried.
 DONE_STATUSES = frozenset({"ok", "duplicate", "test_ok", "skipped"})

@@ -16,7 +16,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from celery import bootsteps
 

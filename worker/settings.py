@@ -24,10 +24,11 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from worker.errors import ConfigurationError, format_messages
 
@@ -39,7 +40,7 @@ DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
 #: API key the sandboxes accept when the built-in configuration is used.
 SANDBOX_API_KEY = "sandbox-key"
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class RelaySchema(Schema):
 
     redis_url = fields.String()
     broker_url = fields.String()
-    key_prefix = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,32}$"))
+    key_prefix = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,32}\Z"))
     flush_deadline_seconds = fields.Float(validate=validate.Range(min=0.0, max=60.0))
     retry_horizon_seconds = fields.Float(validate=validate.Range(min=0.0))
     max_attempts = fields.Integer(validate=validate.Range(min=0))
@@ -151,7 +152,7 @@ class RelaySchema(Schema):
     tick_seconds = fields.Float(validate=validate.Range(min=0.01, max=60.0))
     drain_budget_seconds = fields.Float(validate=validate.Range(min=0.1))
     default_phone_region = fields.String(
-        allow_none=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="Use an ISO 3166 alpha-2 code such as DE.")
+        allow_none=True, validate=validate.Regexp(r"^[A-Z]{2}\Z", error="Use an ISO 3166 alpha-2 code such as DE.")
     )
     dead_letter_ttl_seconds = fields.Float(validate=validate.Range(min=0.0))
 
@@ -164,7 +165,7 @@ class DestinationSchema(Schema):
 
     vendor = fields.String(required=True)
     base_url = fields.Url(require_tld=False, schemes={"http", "https"})
-    api_key_env = fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$"))
+    api_key_env = fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]*\Z"))
     api_key = fields.Raw(load_only=True)
     connect_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=120.0))
     read_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=600.0))
@@ -267,7 +268,7 @@ def _destination(
     sandbox: bool,
     out: dict[str, DestinationSettings],
 ) -> Any:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         return ["Destination names are 1-40 characters of a-z, 0-9, '_' or '-', starting with a letter."]
     if not isinstance(table, Mapping):
         return ["Expected a table."]

@@ -6,8 +6,9 @@ sleeps.  TLS certificates are always verified.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import requests
 from requests.adapters import HTTPAdapter

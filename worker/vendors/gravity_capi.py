@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from worker.outcomes import DONE_STATUSES, Accepted, Outcome, RetryLater, excerpt_of
 from worker.vendors.base import Part, Request, VendorAdapter, drop_empty, encode
@@ -43,9 +44,7 @@ class GravityCapiAdapter(VendorAdapter):
     default_max_bytes = 1_000_000
 
     def map_event(self, event: Mapping[str, Any]) -> list[Part]:
-        payload = {key: event[key] for key in EVENT_FIELDS if event.get(key) is not None}
-        if "user_data" in payload:
-            payload["user_data"] = drop_empty(payload["user_data"])
+        payload = drop_empty({key: event.get(key) for key in EVENT_FIELDS})
         group = event.get("test_event_code") or self.destination.test_event_code or ""
         return [Part(group, encode(payload))]
 
@@ -71,8 +70,7 @@ class GravityCapiAdapter(VendorAdapter):
             results = document["results"]
         except (ValueError, KeyError, TypeError):
             results = None
-        if not isinstance(results, list) or len(results) != len(parts):
-            results = _match_by_event_id(results, parts)
+        results = _in_request_order(results, parts)
         if results is None:
             # Re-sending is safe: the vendor deduplicates on event_id + event_name.
             return RetryLater(reason="unreadable_response", status=status, excerpt=excerpt_of(body))
@@ -91,10 +89,27 @@ class GravityCapiAdapter(VendorAdapter):
         return Accepted(statuses=statuses, errors=errors)
 
 
-def _match_by_event_id(results: Any, parts: list[bytes]) -> list[Any] | None:
-    """Results in request order when the vendor returned them out of order or incomplete."""
+def _in_request_order(results: Any, parts: list[bytes]) -> list[Any] | None:
+    """The results aligned with the parts, or ``None`` when that cannot be done with certainty.
+
+    Positions are trusted when every result that names an ``event_id`` sits at that event's
+    position; otherwise results are matched on ``event_id`` (in order, so a repeated id maps to
+    its own result).
+    """
     if not isinstance(results, list):
         return None
-    by_id = {r.get("event_id"): r for r in results if isinstance(r, dict) and r.get("event_id")}
-    ordered = [by_id.get(json.loads(part).get("event_id")) for part in parts]
-    return None if any(r is None for r in ordered) else ordered
+    ids = [json.loads(part).get("event_id") for part in parts]
+    result_ids = [r.get("event_id") if isinstance(r, dict) else None for r in results]
+    if len(results) == len(parts) and all(rid is None or rid == eid for rid, eid in zip(result_ids, ids)):
+        return results
+    waiting: dict[str, list[Any]] = {}
+    for result_id, result in zip(result_ids, results):
+        if isinstance(result_id, str) and result_id:
+            waiting.setdefault(result_id, []).append(result)
+    ordered = []
+    for event_id in ids:
+        queue = waiting.get(event_id) if isinstance(event_id, str) else None
+        if not queue:
+            return None
+        ordered.append(queue.pop(0))
+    return ordered

@@ -1,0 +1,326 @@
+"""Unit tests of worker.settings.load_settings: a TOML file plus an explicit environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.errors import ConfigurationError, RelayError
+from worker.settings import (
+    DEFAULT_SANDBOX_URL,
+    SANDBOX_API_KEY,
+    DestinationSettings,
+    Settings,
+    load_settings,
+)
+
+SECRET = "sk-live-7f3e9a1c55d04b"
+
+VALID = """\
+[relay]
+flush_deadline_seconds = 0.5
+backoff_base_seconds = 2.0
+key_prefix = "shop"
+
+[destinations.gravity]
+vendor = "gravity_capi"
+base_url = "https://api.trygravity.example/"
+api_key_env = "MY_KEY"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "relay.toml"
+    path.write_text(text)
+    return path
+
+
+def env_for(path: Path, **extra: str) -> dict[str, str]:
+    return {"CONVERSION_RELAY_CONFIG": str(path), "MY_KEY": SECRET, **extra}
+
+
+def load_text(tmp_path: Path, text: str, **extra: str) -> Settings:
+    return load_settings(env_for(write(tmp_path, text), **extra))
+
+
+def config_error(tmp_path: Path, text: str, **extra: str) -> str:
+    with pytest.raises(ConfigurationError) as info:
+        load_text(tmp_path, text, **extra)
+    return str(info.value)
+
+
+# --- a valid file -----------------------------------------------------------------------------
+
+
+def test_valid_file_gives_destination_with_key_from_environment_and_defaults(tmp_path):
+    settings = load_text(tmp_path, VALID)
+
+    assert list(settings.destinations) == ["gravity"]
+    dest = settings.destination("gravity")
+    assert isinstance(dest, DestinationSettings)
+    assert dest == DestinationSettings(
+        name="gravity",
+        vendor="gravity_capi",
+        base_url="https://api.trygravity.example",
+        api_key=SECRET,
+        api_key_env="MY_KEY",
+        connect_timeout_seconds=3.05,
+        read_timeout_seconds=10.0,
+        max_events=1000,
+        max_bytes=1_000_000,
+        test_event_code=None,
+        enabled=True,
+        options={},
+    )
+    assert dest.queue == "relay.gravity"
+    assert dest.request_timeout_seconds == pytest.approx(13.05)
+
+
+def test_valid_file_relay_keys_are_applied_and_others_defaulted(tmp_path):
+    settings = load_text(tmp_path, VALID)
+    assert settings.flush_deadline_seconds == 0.5
+    assert settings.backoff_base_seconds == 2.0
+    assert settings.key_prefix == "shop"
+    assert settings.backoff_cap_seconds == 600.0
+    assert settings.reclaim_idle_seconds == 60.0
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_url == settings.redis_url
+    assert settings.secrets == [SECRET]
+    assert [d.name for d in settings.enabled_destinations] == ["gravity"]
+
+
+def test_destination_overrides_are_applied(tmp_path):
+    text = (
+        VALID
+        + "max_events = 250\nmax_bytes = 50000\nread_timeout_seconds = 4.0\n"
+        + 'test_event_code = "TEST1"\nenabled = false\n'
+    )
+    dest = load_text(tmp_path, text).destination("gravity")
+    assert (dest.max_events, dest.max_bytes, dest.read_timeout_seconds) == (250, 50000, 4.0)
+    assert dest.test_event_code == "TEST1"
+    assert dest.enabled is False
+
+
+def test_default_api_key_env_is_derived_from_destination_name(tmp_path):
+    text = '[destinations.eu-shop]\nvendor = "gravity_capi"\n'
+    settings = load_settings(
+        {"CONVERSION_RELAY_CONFIG": str(write(tmp_path, text)), "CONVERSION_RELAY_EU_SHOP_API_KEY": SECRET}
+    )
+    dest = settings.destination("eu-shop")
+    assert dest.api_key_env == "CONVERSION_RELAY_EU_SHOP_API_KEY"
+    assert dest.api_key == SECRET
+    assert dest.base_url == "https://api.trygravity.ai"
+
+
+def test_repr_of_settings_does_not_contain_the_key(tmp_path):
+    settings = load_text(tmp_path, VALID)
+    assert SECRET not in repr(settings)
+    assert SECRET not in repr(settings.destination("gravity"))
+    assert SECRET not in str(settings)
+    assert "MY_KEY" in repr(settings)  # the variable's name is fine to show
+
+
+def test_unconfigured_destination_lookup_names_configured_ones(tmp_path):
+    settings = load_text(tmp_path, VALID)
+    with pytest.raises(ConfigurationError, match=r"'meta' is not configured \(configured: gravity\)"):
+        settings.destination("meta")
+
+
+# --- errors name the bad key ------------------------------------------------------------------
+
+
+def test_configuration_error_is_a_relay_error():
+    assert issubclass(ConfigurationError, RelayError)
+
+
+def test_unknown_key_in_relay_is_named(tmp_path):
+    message = config_error(tmp_path, VALID.replace("[relay]\n", "[relay]\nflush_deadline = 2\n"))
+    assert message == "invalid configuration: relay.flush_deadline: Unknown field."
+
+
+def test_unknown_key_in_destination_is_named(tmp_path):
+    message = config_error(tmp_path, VALID + 'api_url = "https://x.example"\n')
+    assert message == "invalid configuration: destinations.gravity.api_url: Unknown field."
+
+
+def test_unknown_table_is_named(tmp_path):
+    message = config_error(tmp_path, VALID + "[worker]\nconcurrency = 4\n")
+    assert "worker: Unknown table" in message
+
+
+def test_unknown_vendor_lists_known_vendors(tmp_path):
+    message = config_error(tmp_path, VALID.replace('"gravity_capi"', '"gravity"'))
+    assert "destinations.gravity.vendor" in message
+    assert "Unknown vendor 'gravity'" in message
+    assert "use one of: gravity_capi" in message
+
+
+def test_missing_vendor_is_reported(tmp_path):
+    message = config_error(tmp_path, VALID.replace('vendor = "gravity_capi"\n', ""))
+    assert "destinations.gravity.vendor" in message
+
+
+def test_max_events_above_vendor_limit_is_refused(tmp_path):
+    message = config_error(tmp_path, VALID + "max_events = 1001\n")
+    assert "destinations.gravity.max_events" in message
+    assert "1001" in message and "1000" in message
+
+
+def test_max_events_at_vendor_limit_is_accepted(tmp_path):
+    assert load_text(tmp_path, VALID + "max_events = 1000\n").destination("gravity").max_events == 1000
+
+
+def test_api_key_inline_in_file_is_refused_pointing_at_environment(tmp_path):
+    message = config_error(tmp_path, VALID + f'api_key = "{SECRET}-inline"\n')
+    assert "destinations.gravity.api_key:" in message
+    assert "environment variable" in message
+    assert "api_key_env" in message
+    assert SECRET not in message
+
+
+def test_api_key_env_var_not_set_is_named(tmp_path):
+    path = write(tmp_path, VALID)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"CONVERSION_RELAY_CONFIG": str(path)})
+    message = str(info.value)
+    assert "destinations.gravity.api_key_env" in message
+    assert "Environment variable MY_KEY is not set" in message
+
+
+def test_api_key_env_var_empty_counts_as_not_set(tmp_path):
+    message = config_error(tmp_path, VALID, MY_KEY="")
+    assert "MY_KEY is not set" in message
+
+
+def test_bad_toml_is_reported_with_the_path(tmp_path):
+    path = write(tmp_path, VALID + "max_events = = 3\n")
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(env_for(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert "not valid TOML" in message
+
+
+def test_missing_file_names_the_variable_and_path(tmp_path):
+    path = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(env_for(path))
+    message = str(info.value)
+    assert message.startswith("CONVERSION_RELAY_CONFIG: no file at")
+    assert str(path) in message
+
+
+def test_wrong_type_is_named(tmp_path):
+    message = config_error(tmp_path, VALID.replace("flush_deadline_seconds = 0.5", 'flush_deadline_seconds = "soon"'))
+    assert message == "invalid configuration: relay.flush_deadline_seconds: Not a valid number."
+
+
+def test_out_of_range_value_is_named(tmp_path):
+    message = config_error(tmp_path, VALID + "max_bytes = 100\n")
+    assert "destinations.gravity.max_bytes" in message
+
+
+def test_bad_base_url_is_named(tmp_path):
+    message = config_error(tmp_path, VALID.replace("https://api.trygravity.example/", "ftp://x"))
+    assert "destinations.gravity.base_url" in message
+
+
+def test_bad_phone_region_is_named(tmp_path):
+    message = config_error(tmp_path, VALID.replace("[relay]\n", '[relay]\ndefault_phone_region = "de"\n'))
+    assert "relay.default_phone_region: Use an ISO 3166 alpha-2 code" in message
+
+
+def test_several_errors_are_all_reported(tmp_path):
+    text = VALID.replace("[relay]\n", "[relay]\nbogus = 1\n") + "colour = 1\n"
+    message = config_error(tmp_path, text)
+    assert "relay.bogus" in message
+    assert "destinations.gravity.colour" in message
+
+
+def test_reclaim_idle_not_above_flush_deadline_plus_timeouts_is_refused(tmp_path):
+    # 0.5 s flush deadline + 3.05 s connect + 10 s read = 13.55 s held.
+    message = config_error(tmp_path, VALID.replace("[relay]\n", "[relay]\nreclaim_idle_seconds = 13.55\n"))
+    assert message.startswith("relay.reclaim_idle_seconds: 13.55 is not above the 13.55 s")
+    assert "'gravity'" in message
+    assert "flush deadline + connect and read timeouts" in message
+
+
+def test_reclaim_idle_just_above_hold_time_is_accepted(tmp_path):
+    settings = load_text(tmp_path, VALID.replace("[relay]\n", "[relay]\nreclaim_idle_seconds = 13.6\n"))
+    assert settings.reclaim_idle_seconds == 13.6
+
+
+def test_drain_budget_not_below_visibility_timeout_is_refused(tmp_path):
+    text = VALID.replace("[relay]\n", "[relay]\ndrain_budget_seconds = 100.0\nvisibility_timeout_seconds = 100.0\n")
+    message = config_error(tmp_path, text)
+    assert "relay.drain_budget_seconds" in message and "visibility_timeout_seconds" in message
+
+
+@pytest.mark.parametrize("name", ["Gravity", "9lives", "has space", "dots.in.name", "x" * 41])
+def test_destination_name_with_bad_characters_is_refused(tmp_path, name):
+    text = VALID.replace("[destinations.gravity]", f'[destinations."{name}"]')
+    message = config_error(tmp_path, text)
+    assert f"destinations.{name}: Destination names are 1-40 characters" in message
+
+
+def test_no_destinations_is_refused(tmp_path):
+    message = config_error(tmp_path, "[relay]\n")
+    assert "destinations: Configure at least one" in message
+
+
+# --- no file: the built-in sandbox configuration ----------------------------------------------
+
+
+def test_builtin_settings_point_gravity_at_sandbox_with_sandbox_key():
+    settings = load_settings({"CONVERSION_RELAY_SANDBOX_URL": "http://sandbox.test:9000/"})
+    dest = settings.destination("gravity")
+    assert dest.vendor == "gravity_capi"
+    assert dest.base_url == "http://sandbox.test:9000/gravity-capi"
+    assert dest.api_key == SANDBOX_API_KEY == "sandbox-key"
+    assert dest.queue == "relay.gravity"
+
+
+def test_builtin_settings_default_sandbox_url():
+    settings = load_settings({})
+    assert settings.destination("gravity").base_url == f"{DEFAULT_SANDBOX_URL}/gravity-capi"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_url == settings.redis_url
+
+
+def test_builtin_settings_use_redis_url_from_environ():
+    settings = load_settings({"REDIS_URL": "redis://cache.test:6380/5"})
+    assert settings.redis_url == "redis://cache.test:6380/5"
+    assert settings.broker_url == "redis://cache.test:6380/5"
+
+
+def test_broker_url_from_environ_overrides_broker():
+    settings = load_settings(
+        {"REDIS_URL": "redis://cache.test:6380/5", "CONVERSION_RELAY_BROKER_URL": "redis://broker.test:6379/0"}
+    )
+    assert settings.redis_url == "redis://cache.test:6380/5"
+    assert settings.broker_url == "redis://broker.test:6379/0"
+
+
+def test_empty_config_variable_means_builtin_settings():
+    settings = load_settings({"CONVERSION_RELAY_CONFIG": ""})
+    assert settings.destination("gravity").api_key == SANDBOX_API_KEY
+
+
+def test_environment_urls_override_file_urls(tmp_path):
+    text = VALID.replace(
+        "[relay]\n", '[relay]\nredis_url = "redis://file.test/1"\nbroker_url = "redis://file.test/2"\n'
+    )
+    assert load_text(tmp_path, text).redis_url == "redis://file.test/1"
+    assert load_text(tmp_path, text).broker_url == "redis://file.test/2"
+    settings = load_text(
+        tmp_path, text, REDIS_URL="redis://env.test/3", CONVERSION_RELAY_BROKER_URL="redis://env.test/4"
+    )
+    assert settings.redis_url == "redis://env.test/3"
+    assert settings.broker_url == "redis://env.test/4"
+
+
+def test_destination_name_with_trailing_newline_is_refused(tmp_path):
+    text = VALID.replace("[destinations.gravity]", '[destinations."gravity\\n"]')
+    message = config_error(tmp_path, text)
+    assert "Destination names are 1-40 characters" in message
