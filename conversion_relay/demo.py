@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from conversion_relay import EventValidationError, Relay
-from conversion_relay.embedded import EmbeddedRedis, free_port
+from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
 from conversion_relay.samples import conversion, invalid
 from sandbox import VENDOR_SANDBOXES, SandboxServer
 from worker.admin import Admin
@@ -63,8 +62,8 @@ def run(started: list[Any]) -> int:
     env.update(REDIS_URL=redis_url, CONVERSION_RELAY_SANDBOX_URL=sandbox.url, PYTHONUNBUFFERED="1")
     settings = load_settings(env)
     log_path = VAR / "demo-worker.log"
-    worker = start_worker(env, log_path)
-    started.append(lambda: stop_worker(worker))
+    worker = EmbeddedWorker(env, log_path)
+    started.append(worker.stop)
     print(f"  worker   celery worker, 2 processes, built-in configuration (log: {log_path})\n")
 
     relay = Relay(settings)
@@ -85,42 +84,6 @@ def run(started: list[Any]) -> int:
     print(f"\nDelivery {'finished' if settled else 'NOT finished (timed out)'} in {time.monotonic() - began:.1f} s\n")
     print(report(admin))
     return 0 if settled else 1
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--loglevel=INFO",
-            "--concurrency=2",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while b" ready." not in log_path.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the worker did not start; see {log_path}")
-        time.sleep(0.1)
-    return proc
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def clear_previous_run(admin: Admin, relay: Relay) -> None:

@@ -1,6 +1,6 @@
-"""A private redis-server for the demo, the benchmarks and the tests.
+"""A private redis-server and Celery workers for the demo, the benchmarks and the tests.
 
-It runs on a free loopback port with its data in a directory of the caller's choice, and is
+Redis runs on a free loopback port with its data in a directory of the caller's choice, and is
 stopped by whoever started it; nothing here ever touches a Redis it did not start.
 """
 
@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import redis
@@ -116,3 +119,65 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class EmbeddedWorker:
+    """A real ``celery worker`` for the relay, in its own process group, logging to a file.
+
+    Args:
+        env: the environment (``REDIS_URL``, ``CONVERSION_RELAY_CONFIG``, keys, ...).
+        log_path: where the worker's output goes; ``output()`` reads it back.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, concurrency: int = 2, timeout: float = 60.0) -> None:
+        self.log_path = Path(log_path)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "-n",
+                f"relay-{uuid.uuid4().hex[:8]}@%h",
+            ],  # fmt: skip
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.log_path.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the Celery worker did not start:\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker, main process and pool children, with no chance to clean up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.log.close()
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it takes longer than 20 s."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if not self.log.closed:
+            self.log.close()

@@ -6,21 +6,15 @@ loopback port with its data in a temporary directory.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conversion_relay.embedded import EmbeddedRedis, free_port
+from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
 
 __all__ = ["RedisServer", "WorkerProcess", "free_port", "wait_for", "write_config"]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class RedisServer(EmbeddedRedis):
@@ -61,58 +55,4 @@ def write_config(path: Path, relay: dict[str, Any], destinations: dict[str, dict
     return path
 
 
-class WorkerProcess:
-    """A real ``celery worker`` in its own process group, logging to a file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "--pool=prefork",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-                "-n",
-                f"test-{uuid.uuid4().hex[:8]}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(self._ready, timeout=60, interval=0.1, what=f"the Celery worker to start (log: {log_path})")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-        return b" ready." in self.log_path.read_bytes()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker, main process and pool children, with no chance to clean up."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if not self.log.closed:
-            self.log.close()
+WorkerProcess = EmbeddedWorker
