@@ -127,9 +127,18 @@ class EmbeddedWorker:
     Args:
         env: the environment (``REDIS_URL``, ``CONVERSION_RELAY_CONFIG``, keys, ...).
         log_path: where the worker's output goes; ``output()`` reads it back.
+        app: the Celery app module (the benchmarks start their naive baseline with it).
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, concurrency: int = 2, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        concurrency: int = 2,
+        app: str = "worker.app",
+        timeout: float = 60.0,
+    ) -> None:
         self.log_path = Path(log_path)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -138,7 +147,7 @@ class EmbeddedWorker:
                 "-m",
                 "celery",
                 "-A",
-                "worker.app",
+                app,
                 "worker",
                 "--loglevel=INFO",
                 f"--concurrency={concurrency}",

@@ -9,8 +9,9 @@ loads unchanged::
      "custom_data": {"value": 99.99, "currency": "USD", "order_id": "123"}}
 
 Loading validates every field, fills ``event_id`` (vendors deduplicate on it, so a retried
-event is recognised) and ``event_time``, and replaces e-mail, phone and names by their SHA-256
-hex digests.  The loaded event holds no plaintext personal data and is what gets stored.
+event is recognised) and ``event_time``, replaces e-mail, phone and names by their SHA-256
+hex digests and leaves out nulls.  The loaded event holds no plaintext personal data and is
+what gets stored.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from schemas.fields import (
     Currency,
@@ -62,15 +63,25 @@ _KEY_HINTS = {
 }
 
 
-def _refuse_misnamed_pii(data: Any) -> None:
-    if isinstance(data, dict):
-        errors = {
-            key: [f"Unknown field; personal data goes in {_KEY_HINTS[key]} (it is hashed there)."]
-            for key in data
-            if key in _KEY_HINTS
-        }
-        if errors:
-            raise ValidationError(errors)
+def _with_hints(messages: Any) -> Any:
+    """Messages where an unknown key that holds personal data says where it belongs."""
+    if not isinstance(messages, dict):
+        return messages
+    hinted = {}
+    for key, value in messages.items():
+        if key in _KEY_HINTS and value == ["Unknown field."]:
+            value = [f"Unknown field; personal data goes in {_KEY_HINTS[key]} (it is hashed there)."]
+        hinted[key] = _with_hints(value)
+    return hinted
+
+
+def _without_nulls(value: Any) -> Any:
+    """Stored events carry no nulls, so no vendor mapping has to look for them."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
 
 
 class ContentSchema(Schema):
@@ -146,11 +157,6 @@ def user_data_schema_class(default_phone_region: str | None) -> type[Schema]:
         ln = HashedName()
         external_id = OneOrMany(Identifier(), validate=validate.Length(max=10))
 
-        @pre_load
-        def _hints(self, data: Any, **kwargs: Any) -> Any:
-            _refuse_misnamed_pii(data)
-            return data
-
     return UserDataSchema
 
 
@@ -179,17 +185,15 @@ def canonical_schema_class(default_phone_region: str | None = None) -> type[Sche
         custom_data = fields.Nested(CustomDataSchema, allow_none=True)
         test_event_code = fields.String(allow_none=True, validate=validate.Length(max=100))
 
-        @pre_load
-        def _hints(self, data: Any, **kwargs: Any) -> Any:
-            _refuse_misnamed_pii(data)
-            return data
-
         @post_load
         def _normalise(self, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
             event["event_name"] = _STANDARD_BY_LOWER.get(event["event_name"].lower(), event["event_name"])
             if not event.get("event_source_url"):
                 event.pop("event_source_url", None)
-            return event
+            return _without_nulls(event)
+
+        def handle_error(self, error: ValidationError, data: Any, *, many: bool, **kwargs: Any) -> None:
+            raise ValidationError(_with_hints(error.messages), data=data, valid_data=error.valid_data)
 
     return CanonicalEventSchema
 

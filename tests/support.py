@@ -16,7 +16,6 @@ from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
 __all__ = ["RedisServer", "WorkerProcess", "free_port", "wait_for", "write_config"]
 
 
-
 class RedisServer(EmbeddedRedis):
     """The tests' private server: four databases, nothing kept on disk."""
 

@@ -36,11 +36,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def env_for(path: Path, **extra: str) -> dict[str, str]:
-    return {"CONVERSION_RELAY_CONFIG": str(path), "MY_KEY": SECRET, **extra}
+LOCAL_REDIS = "redis://redis.test:6379/0"
 
 
-def load_text(tmp_path: Path, text: str, **extra: str) -> Settings:
+def env_for(path: Path, **extra: str | None) -> dict[str, str]:
+    """The environment for a file; an ``extra`` of None leaves that variable out."""
+    env = {"CONVERSION_RELAY_CONFIG": str(path), "MY_KEY": SECRET, "REDIS_URL": LOCAL_REDIS, **extra}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def load_text(tmp_path: Path, text: str, **extra: str | None) -> Settings:
     return load_settings(env_for(write(tmp_path, text), **extra))
 
 
@@ -84,7 +89,7 @@ def test_valid_file_relay_keys_are_applied_and_others_defaulted(tmp_path):
     assert settings.key_prefix == "shop"
     assert settings.backoff_cap_seconds == 600.0
     assert settings.reclaim_idle_seconds == 60.0
-    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.redis_url == LOCAL_REDIS
     assert settings.broker_url == settings.redis_url
     assert settings.secrets == [SECRET]
     assert [d.name for d in settings.enabled_destinations] == ["gravity"]
@@ -105,7 +110,11 @@ def test_destination_overrides_are_applied(tmp_path):
 def test_default_api_key_env_is_derived_from_destination_name(tmp_path):
     text = '[destinations.eu-shop]\nvendor = "gravity_capi"\n'
     settings = load_settings(
-        {"CONVERSION_RELAY_CONFIG": str(write(tmp_path, text)), "CONVERSION_RELAY_EU_SHOP_API_KEY": SECRET}
+        {
+            "CONVERSION_RELAY_CONFIG": str(write(tmp_path, text)),
+            "CONVERSION_RELAY_EU_SHOP_API_KEY": SECRET,
+            "REDIS_URL": LOCAL_REDIS,
+        }
     )
     dest = settings.destination("eu-shop")
     assert dest.api_key_env == "CONVERSION_RELAY_EU_SHOP_API_KEY"
@@ -273,7 +282,7 @@ def test_no_destinations_is_refused(tmp_path):
 
 
 def test_builtin_settings_point_gravity_at_sandbox_with_sandbox_key():
-    settings = load_settings({"CONVERSION_RELAY_SANDBOX_URL": "http://sandbox.test:9000/"})
+    settings = load_settings({"CONVERSION_RELAY_SANDBOX_URL": "http://sandbox.test:9000/", "REDIS_URL": LOCAL_REDIS})
     dest = settings.destination("gravity")
     assert dest.vendor == "gravity_capi"
     assert dest.base_url == "http://sandbox.test:9000/gravity-capi"
@@ -282,10 +291,14 @@ def test_builtin_settings_point_gravity_at_sandbox_with_sandbox_key():
 
 
 def test_builtin_settings_default_sandbox_url():
-    settings = load_settings({})
+    settings = load_settings({"REDIS_URL": LOCAL_REDIS})
     assert settings.destination("gravity").base_url == f"{DEFAULT_SANDBOX_URL}/gravity-capi"
-    assert settings.redis_url == "redis://127.0.0.1:6379/0"
-    assert settings.broker_url == settings.redis_url
+    assert settings.broker_url == settings.redis_url == LOCAL_REDIS
+
+
+def test_no_redis_anywhere_is_refused_rather_than_guessed():
+    with pytest.raises(ConfigurationError, match="relay.redis_url: No Redis configured; set REDIS_URL"):
+        load_settings({})
 
 
 def test_builtin_settings_use_redis_url_from_environ():
@@ -303,7 +316,7 @@ def test_broker_url_from_environ_overrides_broker():
 
 
 def test_empty_config_variable_means_builtin_settings():
-    settings = load_settings({"CONVERSION_RELAY_CONFIG": ""})
+    settings = load_settings({"CONVERSION_RELAY_CONFIG": "", "REDIS_URL": LOCAL_REDIS})
     assert settings.destination("gravity").api_key == SANDBOX_API_KEY
 
 
@@ -311,8 +324,8 @@ def test_environment_urls_override_file_urls(tmp_path):
     text = VALID.replace(
         "[relay]\n", '[relay]\nredis_url = "redis://file.test/1"\nbroker_url = "redis://file.test/2"\n'
     )
-    assert load_text(tmp_path, text).redis_url == "redis://file.test/1"
-    assert load_text(tmp_path, text).broker_url == "redis://file.test/2"
+    assert load_text(tmp_path, text, REDIS_URL=None).redis_url == "redis://file.test/1"
+    assert load_text(tmp_path, text, REDIS_URL=None).broker_url == "redis://file.test/2"
     settings = load_text(
         tmp_path, text, REDIS_URL="redis://env.test/3", CONVERSION_RELAY_BROKER_URL="redis://env.test/4"
     )

@@ -17,12 +17,13 @@ released only when their outcome is stored, so a worker killed at any point lose
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import orjson
 
 from worker.batching import Batcher, Chunk
 from worker.delivery import BATCH, STREAM, Delivery, Ledger
@@ -36,6 +37,11 @@ log = logging.getLogger("conversion_relay.drain")
 
 #: Most stream entries read in one round trip.
 MAX_READ = 1000
+#: How often a drain renews its lease and looks for a back-off set elsewhere (the lease lasts
+#: ``reclaim_idle_seconds``, far longer).
+HEARTBEAT_SECONDS = 1.0
+#: How often a drain looks for waiting batches that became due.
+DUE_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -53,8 +59,17 @@ class DrainReport:
 
 
 class Drainer:
-    def __init__(self, rt: Runtime, destination: str, token: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        destination: str,
+        token: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rt = rt
+        self.sleep = sleep
         self.settings = rt.settings
         self.dest = rt.destination(destination)
         self.name = destination
@@ -70,6 +85,8 @@ class Drainer:
             envelope_size=self.dest.adapter.envelope_size,
         )
         self.lease_seconds = self.settings.reclaim_idle_seconds
+        #: While a chunk fills, read this often instead of waking for every event.
+        self._poll_seconds = min(0.05, self.settings.flush_deadline_seconds / 4)
         self.report = DrainReport(destination=destination)
 
     def run(self) -> DrainReport:
@@ -84,48 +101,62 @@ class Drainer:
         return self.report
 
     def _rounds(self, budget_end: float) -> str:
-        next_reclaim = 0.0
-        while self.clock() < budget_end:
-            owned, paused_until = self.leases.heartbeat(self.name, self.token, self.lease_seconds)
-            if not owned:
-                return "lease_lost"
-            until = max(paused_until or 0.0, self.delivery.paused_until or 0.0)
-            if until > self.clock():
-                self.delivery.paused_until = until
+        next_heartbeat = next_due_check = next_reclaim = 0.0
+        while (now := self.clock()) < budget_end:
+            if now >= next_heartbeat:
+                owned, paused_until = self.leases.heartbeat(self.name, self.token, self.lease_seconds)
+                if not owned:
+                    return "lease_lost"
+                self.delivery.paused_until = max(paused_until or 0.0, self.delivery.paused_until or 0.0)
+                next_heartbeat = now + HEARTBEAT_SECONDS
+            if (self.delivery.paused_until or 0.0) > now:
                 return "backing_off"
-            if self._send_due_batch():
-                continue
+            if now >= next_due_check:
+                if self._send_due_batch():
+                    continue
+                next_due_check = now + DUE_CHECK_SECONDS
             entries: list[Entry] = []
-            if self.clock() >= next_reclaim:
-                entries = self.dest.stream.reclaim(self.rt.consumer, self.settings.reclaim_idle_seconds, MAX_READ)
-                if entries:
-                    self.report.reclaimed += len(entries)
-                    self.rt.redis.hincrby(self.rt.keys.stats(self.name), "reclaimed", len(entries))
-                    log.warning("%s: took over %d events a stopped worker had left", self.name, len(entries))
-                else:
-                    next_reclaim = self.clock() + self.settings.reclaim_idle_seconds / 4
+            if now >= next_reclaim:
+                entries = self._reclaim()
+                if not entries:
+                    next_reclaim = now + self.settings.reclaim_idle_seconds / 4
+            room = self._room()
             if not entries:
-                entries = self.dest.stream.read(self.rt.consumer, self._room(), self._wait_seconds())
+                # Idle: wait for the first event.  Holding a partial chunk: take what is there.
+                linger = 0.0 if self.batcher.held else min(1.0, self.settings.flush_deadline_seconds)
+                entries = self.dest.stream.read(self.rt.consumer, room, linger)
             if entries:
                 self.report.read += len(entries)
                 self._take(entries)
-                continue
-            expired = self.batcher.expired(self.clock(), self.settings.flush_deadline_seconds)
-            for chunk in expired:
+                if len(entries) >= room:
+                    continue
+            for chunk in self.batcher.expired(self.clock(), self.settings.flush_deadline_seconds):
                 self._send(chunk)
-            if not expired and not self.batcher.held:
-                return "idle"
+            if not self.batcher.held:
+                if not entries:
+                    return "idle"
+                continue
+            # The stream is dry for now and a chunk is still filling: let events gather rather
+            # than wake for each one (every read costs a round trip on both sides).
+            self.sleep(max(0.0, min(self._poll_seconds, self._until_deadline())))
         return "budget_spent"
 
-    def _room(self) -> int:
-        return max(1, min(MAX_READ, self.dest.settings.max_events - self.batcher.held, MAX_READ))
+    def _reclaim(self) -> list[Entry]:
+        entries = self.dest.stream.reclaim(self.rt.consumer, self.settings.reclaim_idle_seconds, MAX_READ)
+        if entries:
+            self.report.reclaimed += len(entries)
+            self.rt.redis.hincrby(self.rt.keys.stats(self.name), "reclaimed", len(entries))
+            log.warning("%s: took over %d events a stopped worker had left", self.name, len(entries))
+        return entries
 
-    def _wait_seconds(self) -> float:
-        """How long a read may wait: until the oldest held part is due, or a short linger."""
+    def _room(self) -> int:
+        return max(1, min(MAX_READ, self.dest.settings.max_events - self.batcher.held))
+
+    def _until_deadline(self) -> float:
         oldest = self.batcher.oldest_enqueued_at
         if oldest is None:
-            return min(1.0, self.settings.flush_deadline_seconds)
-        return max(0.0, oldest + self.settings.flush_deadline_seconds - self.clock())
+            return 0.0
+        return oldest + self.settings.flush_deadline_seconds - self.clock()
 
     def _take(self, entries: list[Entry]) -> None:
         adapter = self.dest.adapter
@@ -138,7 +169,7 @@ class Drainer:
                 )
                 continue
             try:
-                parts = adapter.map_event(json.loads(raw))
+                parts = adapter.map_event(orjson.loads(raw))
             except Exception as exc:  # a bad stored event must never stop the destination
                 log.exception("%s: cannot map stored event %s", self.name, entry.id)
                 self._reject(origin, raw, "mapping_error", type(exc).__name__)

@@ -236,8 +236,11 @@ def settings_from_document(document: Mapping[str, Any], env: Mapping[str, str]) 
     except ValidationError as exc:
         errors["relay"] = exc.messages
         relay = {}
-    redis_url = env.get("REDIS_URL") or relay.pop("redis_url", None) or "redis://127.0.0.1:6379/0"
+    redis_url = env.get("REDIS_URL") or relay.pop("redis_url", None)
     relay.pop("redis_url", None)
+    if not redis_url and "relay" not in errors:
+        # No silent default: a relay that guessed would write into whatever Redis runs there.
+        errors["relay"] = {"redis_url": ["No Redis configured; set REDIS_URL or relay.redis_url."]}
     broker_url = env.get("CONVERSION_RELAY_BROKER_URL") or relay.pop("broker_url", None) or redis_url
     relay.pop("broker_url", None)
 
@@ -255,7 +258,7 @@ def settings_from_document(document: Mapping[str, Any], env: Mapping[str, str]) 
 
     if errors:
         raise ConfigurationError("invalid configuration: " + format_messages(errors).split("\n", 1)[1].strip())
-    settings = Settings(redis_url=redis_url, broker_url=broker_url, destinations=destinations, **relay)
+    settings = Settings(redis_url=str(redis_url), broker_url=str(broker_url), destinations=destinations, **relay)
     _check_timing(settings)
     return settings
 

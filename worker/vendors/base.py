@@ -14,10 +14,11 @@ A new vendor is a module in this package holding one :class:`VendorAdapter` subc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import orjson
 
 from worker.outcomes import Outcome, classify_failure
 from worker.settings import DestinationSchema
@@ -46,20 +47,7 @@ class Request:
 
 def encode(payload: Any) -> bytes:
     """Compact UTF-8 JSON, the encoding of every request body part."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The mapping without ``None`` values at any depth, so vendors never see a null."""
-    return {k: _drop_nulls(v) for k, v in payload.items() if v is not None}
-
-
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value if v is not None]
-    return value
+    return orjson.dumps(payload)
 
 
 class VendorAdapter:

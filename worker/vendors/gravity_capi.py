@@ -1,7 +1,7 @@
 """Gravity Conversions API (trygravity.ai): ``POST /gateway/events``.
 
-- Mapping: the canonical event is this vendor's event shape; fields other vendors need are
-  dropped, nulls are left out.  ``test_event_code`` is a request-level field, so it is the group:
+- Mapping: the canonical event is this vendor's event shape (stored events hold no nulls);
+  fields other vendors need are dropped.  ``test_event_code`` is a request-level field, so it is the group:
   test and live events never share a request.
 - Batching: ``{"data": [...]}`` with at most 1,000 events; the byte limit is not documented and
   defaults to 1 MB (``max_bytes``).
@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from worker.outcomes import DONE_STATUSES, Accepted, Outcome, RetryLater, excerpt_of
-from worker.vendors.base import Part, Request, VendorAdapter, drop_empty, encode
+from worker.vendors.base import Part, Request, VendorAdapter, encode
 
 #: Fields of a Conversions API event; anything else in a canonical event is for other vendors.
 EVENT_FIELDS = (
@@ -44,7 +45,7 @@ class GravityCapiAdapter(VendorAdapter):
     default_max_bytes = 1_000_000
 
     def map_event(self, event: Mapping[str, Any]) -> list[Part]:
-        payload = drop_empty({key: event.get(key) for key in EVENT_FIELDS})
+        payload = {key: event[key] for key in EVENT_FIELDS if key in event}
         group = event.get("test_event_code") or self.destination.test_event_code or ""
         return [Part(group, encode(payload))]
 
@@ -66,7 +67,7 @@ class GravityCapiAdapter(VendorAdapter):
 
     def interpret_success(self, status: int, body: bytes, parts: list[bytes]) -> Outcome:
         try:
-            document = json.loads(body)
+            document = orjson.loads(body)
             results = document["results"]
         except (ValueError, KeyError, TypeError):
             results = None
@@ -98,7 +99,7 @@ def _in_request_order(results: Any, parts: list[bytes]) -> list[Any] | None:
     """
     if not isinstance(results, list):
         return None
-    ids = [json.loads(part).get("event_id") for part in parts]
+    ids = [orjson.loads(part).get("event_id") for part in parts]
     result_ids = [r.get("event_id") if isinstance(r, dict) else None for r in results]
     if len(results) == len(parts) and all(rid is None or rid == eid for rid, eid in zip(result_ids, ids)):
         return results
