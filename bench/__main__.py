@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     results["single_ratio_vs_naive"] = results["single_events_per_s"] / results["naive_events_per_s"]
     results["bulk_ratio_vs_validation"] = results["bulk_events_per_s"] / results["validation_only_events_per_s"]
     results["parameters"] = vars(args) | {"out": str(args.out)}
+    results["timelines"] = timelines
     saved = report.write(results, args.out)
     picture = report.chart(timelines, args.out / "throughput.png")
     print("\n" + report.table(results))

@@ -29,7 +29,9 @@ from schemas.fields import (
     HashedName,
     HashedPhone,
     Identifier,
+    LineItems,
     OneOrMany,
+    Text,
     UnixTime,
 )
 
@@ -84,18 +86,6 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-class ContentSchema(Schema):
-    """One line item of ``custom_data.contents``."""
-
-    class Meta:
-        unknown = RAISE
-
-    id = Identifier(required=True)
-    quantity = fields.Integer(validate=validate.Range(min=0), strict=True)
-    item_price = fields.Float(allow_nan=False)
-    title = fields.String(validate=validate.Length(max=500))
-
-
 class CustomDataSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -103,9 +93,9 @@ class CustomDataSchema(Schema):
     value = fields.Float(allow_none=True, allow_nan=False)
     currency = Currency()
     order_id = Identifier()
-    contents = fields.List(fields.Nested(ContentSchema), validate=validate.Length(max=1000))
-    content_name = fields.String(validate=validate.Length(max=500))
-    content_category = fields.String(validate=validate.Length(max=500))
+    contents = LineItems()
+    content_name = Text(max_length=500)
+    content_category = Text(max_length=500)
     predicted_ltv = fields.Float(allow_none=True, allow_nan=False)
 
 
@@ -131,8 +121,8 @@ class ClientContextSchema(Schema):
     connection = fields.Dict(allow_none=True)
 
 
-def _optional_string() -> fields.String:
-    return fields.String(allow_none=True, validate=validate.Length(max=1000))
+def _optional_string() -> Text:
+    return Text(allow_none=True, max_length=1000)
 
 
 def user_data_schema_class(default_phone_region: str | None) -> type[Schema]:
@@ -178,12 +168,12 @@ def canonical_schema_class(default_phone_region: str | None = None) -> type[Sche
         event_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
         event_time = UnixTime(load_default=_now)
         event_id = Identifier(load_default=_new_event_id)
-        action_source = fields.String(load_default="website", validate=validate.Length(min=1, max=64))
-        event_source_url = fields.String(allow_none=True, validate=validate.Length(max=2048))
+        action_source = Text(load_default="website", max_length=64, validate=validate.Length(min=1))
+        event_source_url = Text(allow_none=True, max_length=2048)
         user_data = fields.Nested(user_data_schema_class(default_phone_region), load_default=dict)
         client_context = fields.Nested(ClientContextSchema, allow_none=True)
         custom_data = fields.Nested(CustomDataSchema, allow_none=True)
-        test_event_code = fields.String(allow_none=True, validate=validate.Length(max=100))
+        test_event_code = Text(allow_none=True, max_length=100)
 
         @post_load
         def _normalise(self, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

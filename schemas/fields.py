@@ -31,6 +31,84 @@ def currency_codes() -> frozenset[str]:
     return frozenset(json.loads(text)["codes"])
 
 
+class Text(fields.String):
+    """A string of at most ``max_length`` characters.
+
+    Checked in the field rather than by a ``Length`` validator: the canonical schema has a dozen
+    of these and runs in every ``enqueue``, where the validator machinery is most of the cost.
+    """
+
+    def __init__(self, *, max_length: int = 1000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > self.max_length:
+            raise ValidationError(f"Longer than {self.max_length} characters; shorten it.")
+        return text
+
+
+class LineItems(fields.Field):
+    """``custom_data.contents``: line items ``{id, quantity, item_price, title}``.
+
+    One field instead of a nested schema per item (a schema load per line item would cost more
+    than the rest of the event); errors are keyed by index and field as marshmallow's are.
+    """
+
+    MAX_ITEMS = 1000
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise ValidationError("Not a list; send a list of line items.")
+        if len(value) > self.MAX_ITEMS:
+            raise ValidationError(f"More than {self.MAX_ITEMS} line items.")
+        items, errors = [], {}
+        for index, item in enumerate(value):
+            loaded, problems = _line_item(item)
+            if problems:
+                errors[index] = problems
+            items.append(loaded)
+        if errors:
+            raise ValidationError(errors)
+        return items
+
+
+def _line_item(item: Any) -> tuple[dict[str, Any], Any]:
+    if not isinstance(item, dict):
+        return {}, {"_schema": ["Not an object; send {id, quantity, item_price, title}."]}
+    loaded: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    if "id" not in item:
+        problems["id"] = ["Missing data for required field."]
+    for key, value in item.items():
+        if value is None:
+            continue
+        if key == "id":
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+                problems[key] = ["Not a valid identifier; send a non-empty string (or an integer)."]
+            else:
+                loaded[key] = str(value).strip()
+        elif key == "quantity":
+            if type(value) is not int or value < 0:
+                problems[key] = ["Not a whole number of 0 or more."]
+            else:
+                loaded[key] = value
+        elif key == "item_price":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                problems[key] = ["Not a number."]
+            else:
+                loaded[key] = float(value)
+        elif key == "title":
+            if not isinstance(value, str) or len(value) > 500:
+                problems[key] = ["Not a string of at most 500 characters."]
+            else:
+                loaded[key] = value
+        else:
+            problems[key] = ["Unknown field."]
+    return loaded, problems
+
+
 class Identifier(fields.Field):
     """An id given as a string or an integer; always loaded as a string."""
 

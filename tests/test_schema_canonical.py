@@ -393,3 +393,31 @@ def test_event_validation_error_counts_fields_and_lists_each_line():
 def test_event_validation_error_for_one_event_uses_field_paths():
     text = str(EventValidationError({"custom_data": {"currency": ["Not an ISO 4217 currency code."]}}))
     assert text == "1 invalid field; nothing was enqueued.\n  custom_data.currency: Not an ISO 4217 currency code."
+
+
+def test_line_item_errors_name_the_item_and_the_field():
+    event = {
+        "event_name": "Purchase",
+        "custom_data": {
+            "contents": [
+                {"id": "ok", "quantity": 1, "item_price": 2.5},
+                {"id": "", "quantity": -1, "item_price": "cheap", "colour": "red"},
+                {"quantity": 1.5},
+                "SKU-9",
+            ]
+        },
+    }
+    with pytest.raises(ValidationError) as info:
+        canonical_schema().load(event)
+    errors = info.value.messages["custom_data"]["contents"]
+    assert set(errors) == {1, 2, 3}
+    assert set(errors[1]) == {"id", "quantity", "item_price", "colour"}
+    assert errors[1]["colour"] == ["Unknown field."]
+    assert set(errors[2]) == {"id", "quantity"}
+    assert "_schema" in errors[3]
+
+
+def test_line_items_are_normalised():
+    event = {"event_name": "Purchase", "custom_data": {"contents": [{"id": 7, "quantity": 2, "item_price": 3}]}}
+    loaded = canonical_schema().load(event)
+    assert loaded["custom_data"]["contents"] == [{"id": "7", "quantity": 2, "item_price": 3.0}]
