@@ -3,12 +3,13 @@
 A drain owns the destination's lease and, until its time budget is spent or the destination
 runs dry, repeats one round:
 
-1. renew the lease and stop if the destination is backing off;
-2. send the most overdue waiting batch, if any;
-3. take over events a dead worker left unacknowledged (``XAUTOCLAIM``), else read new ones,
-   waiting at most until the oldest held event reaches the flush deadline;
+1. renew the lease (each second) and stop if the destination is backing off;
+2. send the most overdue waiting batch, if any (looked for twice a second);
+3. take over events a dead worker left unacknowledged (``XAUTOCLAIM``), else read new ones: an
+   idle drain waits for the first, a drain holding a partial chunk takes what is there;
 4. map each event to vendor parts and send every chunk that is full (count or bytes);
-5. when nothing new arrives, send the chunks whose oldest part reached the flush deadline.
+5. send the chunks whose oldest part reached the flush deadline; if a chunk is still filling,
+   sleep a poll interval so events gather instead of being read one by one.
 
 Under load, reads keep chunks full; when the stream is quiet, the deadline lets a lone event
 leave within ``flush_deadline_seconds``.  Events are read into the group's pending list and
