@@ -20,17 +20,19 @@ from worker.errors import EnqueueError, EventValidationError
 from worker.keys import Keys
 from worker.runtime import connect
 from worker.settings import Settings, load_settings
+from worker.vendors import VendorAdapter, adapter_for
 
 # One command, so one round trip and all-or-nothing: every event to every destination's stream,
 # and the accepted counters.  KEYS: stream and stats key of each destination; ARGV: the events.
+# ARGV[1] is the entry field: c (canonical event) or n (vendor-native item).
 _APPEND = """
 for d = 1, #KEYS, 2 do
-  for i = 1, #ARGV do
-    redis.call('XADD', KEYS[d], '*', 'c', ARGV[i])
+  for i = 2, #ARGV do
+    redis.call('XADD', KEYS[d], '*', ARGV[1], ARGV[i])
   end
-  redis.call('HINCRBY', KEYS[d + 1], 'accepted', #ARGV)
+  redis.call('HINCRBY', KEYS[d + 1], 'accepted', #ARGV - 1)
 end
-return #ARGV
+return #ARGV - 1
 """
 
 
@@ -55,6 +57,7 @@ class Relay:
         self._many = canonical_many_schema(region)
         self._all = tuple(d.name for d in self.settings.enabled_destinations)
         self._append = self.redis.register_script(_APPEND)
+        self._adapters: dict[str, VendorAdapter] = {}
 
     def enqueue(
         self,
@@ -86,16 +89,49 @@ class Relay:
         except ValidationError as exc:
             raise EventValidationError(exc.messages, many=many) from None
         targets = self._targets(destinations)
+        self._store(targets, b"c", self._encode(loaded, many))
+        return [event["event_id"] for event in loaded]
+
+    def enqueue_native(self, destination: str, payload: Any, *, operation: str | None = None) -> int:
+        """Validate and store a vendor-native payload for one destination.
+
+        The payload is what the vendor documents: a whole request body (``{"events": [...]}``
+        for Tracify, ``{user, session, context, events}`` for Gravity Field, a list of items for
+        Gravity RECO) or one item of it.  ``operation`` names the vendor call where a vendor
+        has several (RECO: ``addEvents``, ``addItems``, ``addUsers``, ``hideItems``).
+
+        Returns:
+            The number of items stored.
+
+        Raises:
+            EventValidationError: the payload does not match the vendor's schema; nothing stored.
+        """
+        adapter = self._adapter(destination)
+        try:
+            items = adapter.load_native(payload, operation, phone_region=self.settings.default_phone_region)
+        except ValidationError as exc:
+            raise EventValidationError(exc.messages) from None
+        encoded = [orjson.dumps({"o": operation, "p": item}) for item in items]
+        if encoded:
+            self._store((destination,), b"n", encoded)
+        return len(encoded)
+
+    def _adapter(self, destination: str) -> VendorAdapter:
+        found = self._adapters.get(destination)
+        if found is None:
+            found = self._adapters[destination] = adapter_for(self.settings.destination(destination))
+        return found
+
+    def _store(self, targets: Sequence[str], field: bytes, encoded: list[bytes]) -> None:
         keys = [key for name in targets for key in (self.keys.stream(name), self.keys.stats(name))]
         try:
-            self._append(keys=keys, args=self._encode(loaded, many))
+            self._append(keys=keys, args=[field, *encoded])
         except redis.RedisError as exc:
             where = self.redis.connection_pool.connection_kwargs
             raise EnqueueError(
                 f"Redis at {where.get('host')}:{where.get('port')} did not take the events "
                 f"({type(exc).__name__}); nothing was enqueued. Check REDIS_URL and retry."
             ) from None
-        return [event["event_id"] for event in loaded]
 
     @staticmethod
     def _encode(events: list[dict[str, Any]], many: bool) -> list[bytes]:

@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from schemas.fields import (
     Currency,
@@ -29,15 +29,14 @@ from schemas.fields import (
     HashedName,
     HashedPhone,
     Identifier,
+    IpAddress,
     LineItems,
     OneOrMany,
     Text,
     UnixTime,
 )
 
-#: The standard event names of the Gravity Conversions API.  Other names pass as custom events;
-#: a standard name in other letter case is written the standard way, so it deduplicates with
-#: the pixel's events.
+#: The standard event names of the Gravity Conversions API.
 STANDARD_EVENT_NAMES = (
     "Purchase",
     "Lead",
@@ -49,7 +48,25 @@ STANDARD_EVENT_NAMES = (
     "Contact",
     "Schedule",
 )
-_STANDARD_BY_LOWER = {name.lower(): name for name in STANDARD_EVENT_NAMES}
+#: Names other vendors have a meaning for (see docs/mapping.md).
+BEHAVIOUR_EVENT_NAMES = (
+    "PageView",
+    "ViewContent",
+    "Search",
+    "AddToWishlist",
+    "RemoveFromCart",
+    "Login",
+    "NewsletterSignup",
+    "ApplyPromoCode",
+    "FilterItems",
+    "SortItems",
+    "ChangeAttribute",
+)
+#: Other names pass as custom events.  A known name in other letter case is written the known
+#: way, so it deduplicates with the pixel's events and maps at every vendor.
+_KNOWN_BY_LOWER = {name.lower(): name for name in STANDARD_EVENT_NAMES + BEHAVIOUR_EVENT_NAMES}
+#: Page types, as Gravity Field names them.
+PAGE_TYPES = ("HOMEPAGE", "PRODUCT", "CART", "CATEGORY", "SEARCH", "OTHER")
 
 #: Keys people send for personal data, and where the value belongs instead.
 _KEY_HINTS = {
@@ -97,6 +114,34 @@ class CustomDataSchema(Schema):
     content_name = Text(max_length=500)
     content_category = Text(max_length=500)
     predicted_ltv = fields.Float(allow_none=True, allow_nan=False)
+    #: Behaviour details (Search, ApplyPromoCode, FilterItems, SortItems, ChangeAttribute).
+    search_string = Text(max_length=500)
+    promo_code = Text(max_length=200)
+    filter_type = Text(max_length=200)
+    filter_value = fields.Raw(validate=lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool))
+    sort_by = Text(max_length=200)
+    sort_order = fields.String(validate=validate.OneOf(("ASC", "DESC")))
+    attribute_type = Text(max_length=200)
+    attribute_value = Text(max_length=500)
+
+
+class PageSchema(Schema):
+    """Where the event happened; personalisation vendors target pages by it."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(validate=validate.OneOf(PAGE_TYPES))
+    location = Text(max_length=2048)
+    referrer = Text(max_length=2048)
+    language = Text(max_length=20)
+    data = fields.List(Text(max_length=500), validate=validate.Length(max=200))
+
+    @pre_load
+    def _upper_type(self, page: Any, **kwargs: Any) -> Any:
+        if isinstance(page, dict) and isinstance(page.get("type"), str):
+            page = {**page, "type": page["type"].upper()}
+        return page
 
 
 class ScreenSchema(Schema):
@@ -141,6 +186,8 @@ def user_data_schema_class(default_phone_region: str | None) -> type[Schema]:
         visitor_id = _optional_string()
         session_id = _optional_string()
         client_user_agent = _optional_string()
+        client_ip_address = IpAddress(allow_none=True)
+        browser_id = _optional_string()
         em = OneOrMany(HashedEmail(), validate=validate.Length(max=10))
         ph = OneOrMany(HashedPhone(default_region=default_phone_region), validate=validate.Length(max=10))
         fn = HashedName()
@@ -173,11 +220,12 @@ def canonical_schema_class(default_phone_region: str | None = None) -> type[Sche
         user_data = fields.Nested(user_data_schema_class(default_phone_region), load_default=dict)
         client_context = fields.Nested(ClientContextSchema, allow_none=True)
         custom_data = fields.Nested(CustomDataSchema, allow_none=True)
+        page = fields.Nested(PageSchema, allow_none=True)
         test_event_code = Text(allow_none=True, max_length=100)
 
         @post_load
         def _normalise(self, event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-            event["event_name"] = _STANDARD_BY_LOWER.get(event["event_name"].lower(), event["event_name"])
+            event["event_name"] = _KNOWN_BY_LOWER.get(event["event_name"].lower(), event["event_name"])
             if not event.get("event_source_url"):
                 event.pop("event_source_url", None)
             return _without_nulls(event)

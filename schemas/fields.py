@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import json
 import time
 from importlib import resources
@@ -164,6 +165,19 @@ class HashedPhone(_Hashed):
 
     def hash(self, value: str) -> str:
         return pii.hash_phone(value, self.default_region)
+
+
+class IpAddress(fields.Field):
+    """An IPv4 or IPv6 address, written in its canonical (compressed) form so that the same
+    address always hashes the same way."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise ValidationError("Not a string; send the address as text, e.g. 203.0.113.7.")
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValidationError("Not an IPv4 or IPv6 address.") from None
 
 
 class Currency(fields.Field):

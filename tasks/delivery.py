@@ -1,7 +1,8 @@
 """``relay.drain``: deliver what is waiting for one destination.
 
 Sent by the scheduler (see :mod:`worker.scheduler`) to the destination's own queue, never by
-producers.  Its arguments are the destination name and the lease token the scheduler took.
+producers.  Its arguments are the destination name, the lease token the scheduler took and the
+drain slot it belongs to.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ _HARD_LIMIT = int(
 
 
 @app.task(name="relay.drain", acks_late=True, ignore_result=True, time_limit=_HARD_LIMIT)
-def drain(destination: str, token: str) -> dict[str, object]:
-    """Drain ``destination`` while holding the lease ``token``."""
-    return Drainer(runtime(app.relay_settings), destination, token).run().as_dict()
+def drain(destination: str, token: str, slot: int = 0) -> dict[str, object]:
+    """Drain ``destination`` while holding the lease ``token`` of drain slot ``slot``."""
+    return Drainer(runtime(app.relay_settings), destination, token, slot).run().as_dict()
 
 
-def start_drain(destination: str, token: str) -> None:
-    drain.apply_async(args=[destination, token], queue=app.relay_settings.destination(destination).queue)
+def start_drain(destination: str, token: str, slot: int) -> None:
+    drain.apply_async(args=[destination, token, slot], queue=app.relay_settings.destination(destination).queue)

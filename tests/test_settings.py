@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from schemas.canonical import BEHAVIOUR_EVENT_NAMES
 from worker.errors import ConfigurationError, RelayError
 from worker.settings import (
     DEFAULT_SANDBOX_URL,
@@ -76,9 +78,12 @@ def test_valid_file_gives_destination_with_key_from_environment_and_defaults(tmp
         max_bytes=1_000_000,
         test_event_code=None,
         enabled=True,
+        rate_limit_key="gravity_capi:" + hashlib.sha256(SECRET.encode()).hexdigest()[:12],
+        skip_events=frozenset(BEHAVIOUR_EVENT_NAMES),
         options={},
     )
     assert dest.queue == "relay.gravity"
+    assert dest.parallel_drains == 1 and dest.rate_limit_per_second == 0
     assert dest.request_timeout_seconds == pytest.approx(13.05)
 
 

@@ -56,10 +56,12 @@ class Batcher:
         max_bytes: int,
         envelope_size: Callable[[str], int],
         max_held_parts: int | None = None,
+        max_events_for: Callable[[str], int] | None = None,
     ) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._envelope_size = envelope_size
+        self._max_events_for = max_events_for or (lambda group: max_events)
         self.max_held_parts = max_held_parts or max(2 * max_events, 1000)
         self._open: dict[str, Chunk] = {}
         self.held = 0
@@ -83,7 +85,7 @@ class Batcher:
         chunk.size += 1 + len(body)
         chunk.oldest_enqueued_at = min(chunk.oldest_enqueued_at, enqueued_at)
         self.held += 1
-        if len(chunk.parts) >= self.max_events:
+        if len(chunk.parts) >= self._max_events_for(group):
             ready.append(self._close(group))
         while self.held > self.max_held_parts:
             ready.append(self._close(self._oldest_group()))

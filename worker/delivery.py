@@ -31,6 +31,8 @@ log = logging.getLogger("conversion_relay.delivery")
 
 STREAM = "s:"
 BATCH = "b:"
+#: Statuses that refuse a request's content (not its credentials): splitting may isolate the cause.
+SPLITTABLE_STATUSES = frozenset({400, 422})
 
 
 class Ledger:
@@ -67,8 +69,10 @@ class Delivery:
         *,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.rt = rt
+        self.sleep = sleep
         self.dest = dest
         self.name = dest.settings.name
         self.ledger = ledger
@@ -81,19 +85,36 @@ class Delivery:
         """One attempt at the vendor for ``chunk``; every part ends up resolved or stored."""
         adapter = self.dest.adapter
         request = adapter.request_for(chunk.group, adapter.body_for(chunk.group, chunk.parts))
+        self.throttle()
         response = self.dest.transport.send(request)
         if isinstance(response, RetryLater):
             self.record(chunk, response, sent=False)
             return response
         outcome = adapter.interpret(response.status, response.headers, response.body, chunk.parts)
-        if isinstance(outcome, TooLarge) and len(chunk.parts) > 1:
-            log.info("%s: %d events too large for one request; splitting", self.name, len(chunk.parts))
+        if self._splits(outcome) and len(chunk.parts) > 1:
+            log.info("%s: %d events refused together (%s); splitting", self.name, len(chunk.parts), outcome)
             self._commit(lambda pipe, now: stats.count(pipe, self.rt.keys, self.name, split=1, requests=1))
             for half in chunk.split():
                 self.send(half)
             return outcome
         self.record(chunk, outcome, sent=True)
         return outcome
+
+    def _splits(self, outcome: Outcome) -> bool:
+        """Too large, or refused whole by a vendor that judges requests whole: halves may pass
+        (and an event the vendor refuses ends up alone, dead-lettered without its neighbours)."""
+        if isinstance(outcome, TooLarge):
+            return True
+        return (
+            isinstance(outcome, Rejected)
+            and self.dest.adapter.splits_rejected_batches
+            and outcome.status in SPLITTABLE_STATUSES
+        )
+
+    def throttle(self) -> None:
+        """Wait for the destination's shared rate limit, renewing nothing: waits are short."""
+        while (wait := self.dest.limiter.acquire()) > 0:
+            self.sleep(min(wait, 1.0))
 
     def record(self, chunk: Chunk, outcome: Outcome, *, sent: bool) -> None:
         """Write what ``outcome`` means for every part of ``chunk`` and release its records."""

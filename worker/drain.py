@@ -29,6 +29,7 @@ import orjson
 from worker.batching import Batcher, Chunk
 from worker.delivery import BATCH, STREAM, Delivery, Ledger
 from worker.lease import Leases
+from worker.vendors.base import Part
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -65,6 +66,7 @@ class Drainer:
         rt: Runtime,
         destination: str,
         token: str,
+        slot: int = 0,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -75,15 +77,17 @@ class Drainer:
         self.dest = rt.destination(destination)
         self.name = destination
         self.token = token
+        self.slot = slot
         self.clock = clock
         self.leases = Leases(rt.redis, rt.keys)
         self.ledger = Ledger()
-        self.delivery = Delivery(rt, self.dest, self.ledger, clock=clock)
+        self.delivery = Delivery(rt, self.dest, self.ledger, clock=clock, sleep=sleep)
         cfg = self.dest.settings
         self.batcher = Batcher(
             max_events=cfg.max_events,
             max_bytes=cfg.max_bytes,
             envelope_size=self.dest.adapter.envelope_size,
+            max_events_for=self.dest.adapter.max_parts_for,
         )
         self.lease_seconds = self.settings.reclaim_idle_seconds
         #: While a chunk fills, read this often instead of waking for every event.
@@ -97,7 +101,7 @@ class Drainer:
             for chunk in self.batcher.drain():
                 self._send(chunk)
         finally:
-            self.leases.release(self.name, self.token)
+            self.leases.release(self.name, self.slot, self.token)
             self.report.seconds = round(self.clock() - started, 3)
         return self.report
 
@@ -105,7 +109,7 @@ class Drainer:
         next_heartbeat = next_due_check = next_reclaim = 0.0
         while (now := self.clock()) < budget_end:
             if now >= next_heartbeat:
-                owned, paused_until = self.leases.heartbeat(self.name, self.token, self.lease_seconds)
+                owned, paused_until = self.leases.heartbeat(self.name, self.slot, self.token, self.lease_seconds)
                 if not owned:
                     return "lease_lost"
                 self.delivery.paused_until = max(paused_until or 0.0, self.delivery.paused_until or 0.0)
@@ -160,17 +164,16 @@ class Drainer:
         return oldest + self.settings.flush_deadline_seconds - self.clock()
 
     def _take(self, entries: list[Entry]) -> None:
-        adapter = self.dest.adapter
         for entry in entries:
             origin = STREAM + entry.id
-            raw = entry.fields.get(b"c", b"")
+            raw = entry.fields.get(b"c") or entry.fields.get(b"n") or b""
             if entry.deliveries > self.settings.max_deliveries:
                 self._reject(
                     origin, raw, "redelivered_too_often", f"handed out {entry.deliveries} times without an outcome"
                 )
                 continue
             try:
-                parts = adapter.map_event(orjson.loads(raw))
+                parts = self._parts(entry)
             except Exception as exc:  # a bad stored event must never stop the destination
                 log.exception("%s: cannot map stored event %s", self.name, entry.id)
                 self._reject(origin, raw, "mapping_error", type(exc).__name__)
@@ -187,6 +190,18 @@ class Drainer:
                     continue
                 for chunk in self.batcher.add(part.group, part.body, origin, entry.enqueued_at):
                     self._send(chunk)
+
+    def _parts(self, entry: Entry) -> list[Part]:
+        """Vendor parts of a stored entry: a canonical event (``c``) or a vendor-native item (``n``)."""
+        adapter = self.dest.adapter
+        canonical = entry.fields.get(b"c")
+        if canonical is not None:
+            event = orjson.loads(canonical)
+            if event.get("event_name") in self.dest.settings.skip_events:
+                return []
+            return adapter.map_event(event)
+        native = orjson.loads(entry.fields[b"n"])
+        return adapter.map_native(native["p"], native.get("o"))
 
     def _reject(self, origin: str, raw: bytes, reason: str, excerpt: str) -> None:
         self.ledger.hold(origin, 1)
@@ -217,7 +232,7 @@ class Drainer:
         if paused_until and paused_until > self.clock():
             self.delivery.defer(chunk, paused_until)
             return
-        self.leases.heartbeat(self.name, self.token, self.lease_seconds)
+        self.leases.heartbeat(self.name, self.slot, self.token, self.lease_seconds)
         outcome = self.delivery.send(chunk)
         self.report.batches += 1
         kind = type(outcome).__name__

@@ -28,9 +28,13 @@ key                            type        holds
 ``<p>:stats:<d>``              hash        counters: ``accepted``, ``delivered``,
                                            ``duplicate``, ``test_ok``, ``skipped``, ``retried``,
                                            ``dead_lettered``, ``requests``, ``split``, ...
-``<p>:lease:<d>``              string      token of the drain task that owns the destination
-                                           (PX: expires if that worker dies).
+``<p>:lease:<d>:<slot>``       string      token of the drain task that owns one of the
+                                           destination's ``parallel_drains`` slots (PX:
+                                           expires if that worker dies).
 ``<p>:pause:<d>``              string      set while the destination backs off (PX = wait).
+``<p>:rate:<key>``             zset        times of the requests let through in the last
+                                           rate window, shared by destinations with the same
+                                           ``rate_limit_key``.
 ``<p>:tick``                   string      held for one tick by the worker that schedules.
 =============================  ==========  ====================================================
 
@@ -72,8 +76,11 @@ class Keys:
     def stats(self, dest: str) -> str:
         return f"{self.prefix}:stats:{dest}"
 
-    def lease(self, dest: str) -> str:
-        return f"{self.prefix}:lease:{dest}"
+    def lease(self, dest: str, slot: int = 0) -> str:
+        return f"{self.prefix}:lease:{dest}:{slot}"
+
+    def rate(self, key: str) -> str:
+        return f"{self.prefix}:rate:{key}"
 
     def pause(self, dest: str) -> str:
         return f"{self.prefix}:pause:{dest}"

@@ -1,8 +1,9 @@
 """Which drain task owns a destination.
 
-One drain task at a time works a destination, so its requests leave in order and full.  The lease
-is a Redis key with a token and an expiry: a drain task renews it on every round, and if its
-worker dies the lease runs out and the scheduler starts another.  Two owners at once (a lease
+A destination has ``parallel_drains`` slots (one by default, so its requests leave in order and
+full); a drain task works it only while it holds a slot's lease.  A lease is a Redis key with a
+token and an expiry: the drain renews it as it goes, and if its worker dies the lease runs out
+and the scheduler starts another.  Two owners at once (a lease
 that ran out under a slow task) cost only some parallelism: the consumer group still hands each
 event to one of them.
 """
@@ -40,16 +41,17 @@ class Leases:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._release = client.register_script(_RELEASE)
 
-    def acquire(self, destination: str, token: str, ttl_seconds: float) -> bool:
-        return bool(self.redis.set(self.keys.lease(destination), token, nx=True, px=int(ttl_seconds * 1000)))
+    def acquire(self, destination: str, slot: int, token: str, ttl_seconds: float) -> bool:
+        key = self.keys.lease(destination, slot)
+        return bool(self.redis.set(key, token, nx=True, px=int(ttl_seconds * 1000)))
 
-    def heartbeat(self, destination: str, token: str, ttl_seconds: float) -> tuple[bool, float | None]:
+    def heartbeat(self, destination: str, slot: int, token: str, ttl_seconds: float) -> tuple[bool, float | None]:
         """Renew the lease; return whether the caller owns it and until when to back off."""
         owned, paused = self._heartbeat(
-            keys=[self.keys.lease(destination), self.keys.pause(destination)],
+            keys=[self.keys.lease(destination, slot), self.keys.pause(destination)],
             args=[token, int(ttl_seconds * 1000)],
         )
         return bool(owned), float(paused) if paused else None
 
-    def release(self, destination: str, token: str) -> None:
-        self._release(keys=[self.keys.lease(destination)], args=[token])
+    def release(self, destination: str, slot: int, token: str) -> None:
+        self._release(keys=[self.keys.lease(destination, slot)], args=[token])

@@ -15,6 +15,7 @@ import redis
 
 from worker.deadletter import DeadLetterStore
 from worker.keys import Keys
+from worker.ratelimit import RateLimiter
 from worker.stream import EventStream
 from worker.transport import Transport
 from worker.vendors import adapter_for
@@ -42,6 +43,7 @@ class DestinationRuntime:
     adapter: VendorAdapter
     transport: Transport
     stream: EventStream
+    limiter: RateLimiter
 
 
 class Runtime:
@@ -64,6 +66,7 @@ class Runtime:
                 adapter=adapter_for(dest),
                 transport=Transport(dest),
                 stream=EventStream(self.redis, self.keys, name),
+                limiter=RateLimiter(self.redis, self.keys, dest.rate_limit_key, dest.rate_limit_per_second),
             )
             self._destinations[name] = found
         return found

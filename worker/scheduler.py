@@ -2,8 +2,9 @@
 
 Each worker runs a small thread that, every ``tick_seconds``, looks at every destination: events
 not yet read, events a dead worker left unacknowledged, waiting batches that are due.  Where
-there is work, no drain owns the destination and it is not backing off, it takes the lease and
-sends a ``relay.drain`` task to the destination's queue.  A ``SET NX`` on a tick key lets only
+there is work and the destination is not backing off, it takes a free drain slot's lease and
+sends a ``relay.drain`` task to the destination's queue: one drain, and up to
+``parallel_drains`` when the backlog holds a full request for each.  A ``SET NX`` on a tick key lets only
 one worker look per tick, however many run.
 
 The producer therefore never talks to Celery: ``enqueue`` is a single Redis transaction, and
@@ -41,7 +42,7 @@ class Scheduler:
     def __init__(
         self,
         settings: Settings,
-        start_drain: Callable[[str, str], None],
+        start_drain: Callable[[str, str, int], None],
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -68,7 +69,9 @@ class Scheduler:
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             key = self.keys.stream(name)
-            pipe.exists(self.keys.lease(name), self.keys.pause(name))
+            slots = self.settings.destination(name).parallel_drains
+            pipe.mget([self.keys.lease(name, slot) for slot in range(slots)])
+            pipe.exists(self.keys.pause(name))
             pipe.xlen(key)
             pipe.xpending(key, GROUP)
             pipe.xpending_range(key, GROUP, "-", "+", 1, idle=int(self.settings.reclaim_idle_seconds * 1000))
@@ -76,24 +79,34 @@ class Scheduler:
         replies = pipe.execute(raise_on_error=False)
         started = []
         for i, name in enumerate(names):
-            blocked, length, pending, stale, due = replies[i * 5 : i * 5 + 5]
+            leases, paused, length, pending, stale, due = replies[i * 6 : i * 6 + 6]
             if isinstance(pending, Exception) or isinstance(stale, Exception):
                 self.streams[name].ensure_group()
                 pending, stale = {"pending": 0}, []
             unread = (length if isinstance(length, int) else 0) - pending["pending"]
-            has_work = unread > 0 or bool(stale) or bool(due)
-            if has_work and not blocked and self._start(name):
-                started.append(name)
+            if paused or not (unread > 0 or stale or due):
+                continue
+            wanted = self._drains_wanted(name, unread)
+            free = [slot for slot, owner in enumerate(leases) if owner is None]
+            running = len(leases) - len(free)
+            for slot in free[: max(0, wanted - running)]:
+                if self._start(name, slot):
+                    started.append(name)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self.housekeeping(now)
         return started
 
-    def _start(self, name: str) -> bool:
+    def _drains_wanted(self, name: str, unread: int) -> int:
+        """One drain, and one more for each full request's worth of unread events."""
+        dest = self.settings.destination(name)
+        return min(dest.parallel_drains, 1 + unread // dest.max_events)
+
+    def _start(self, name: str, slot: int) -> bool:
         token = uuid.uuid4().hex
-        if not self.leases.acquire(name, token, self.settings.reclaim_idle_seconds):
+        if not self.leases.acquire(name, slot, token, self.settings.reclaim_idle_seconds):
             return False
-        self.start_drain(name, token)
+        self.start_drain(name, token, slot)
         return True
 
     def housekeeping(self, now: float) -> None:

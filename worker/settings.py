@@ -21,6 +21,7 @@ file and nothing is ever sent to a real vendor by accident.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import tomllib
@@ -62,6 +63,14 @@ class DestinationSettings:
     max_bytes: int
     test_event_code: str | None = None
     enabled: bool = True
+    #: Requests per second allowed to all workers together; 0 for no limit.
+    rate_limit_per_second: float = 0.0
+    #: Destinations with the same key share one limit (default: the vendor and API key).
+    rate_limit_key: str = ""
+    #: Drain tasks that may work this destination at once (vendors that want parallel requests).
+    parallel_drains: int = 1
+    #: Canonical event names this destination never receives (counted as skipped).
+    skip_events: frozenset[str] = frozenset()
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -173,6 +182,10 @@ class DestinationSchema(Schema):
     max_bytes = fields.Integer(validate=validate.Range(min=1024))
     test_event_code = fields.String(allow_none=True)
     enabled = fields.Boolean()
+    rate_limit_per_second = fields.Float(validate=validate.Range(min=0.0))
+    rate_limit_key = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}\Z"))
+    parallel_drains = fields.Integer(validate=validate.Range(min=1, max=16))
+    skip_events = fields.List(fields.String())
 
     @validates_schema
     def _no_inline_key(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -217,7 +230,7 @@ def builtin_document(env: Mapping[str, str]) -> dict[str, Any]:
     for vendor, adapter in adapter_classes().items():
         destinations[adapter.default_destination_name] = {
             "vendor": vendor,
-            "base_url": f"{sandbox}/{adapter.sandbox_prefix}",
+            "base_url": f"{sandbox}/{adapter.sandbox_prefix}{adapter.sandbox_path}",
             **adapter.sandbox_options,
         }
     return {"relay": {}, "destinations": destinations, "_sandbox": True}
@@ -292,9 +305,9 @@ def _destination(
     max_events = data.get("max_events", adapter.default_max_events)
     if max_events > adapter.max_events_limit:
         return {"max_events": [f"{max_events} is above the vendor's limit of {adapter.max_events_limit} per request."]}
-    base_url = data.get("base_url") or adapter.default_base_url
+    base_url = data.get("base_url") or adapter.base_url_for(options)
     if not base_url:
-        return {"base_url": ["The vendor has no public default; set base_url."]}
+        return {"base_url": [adapter.base_url_hint]}
     out[name] = DestinationSettings(
         name=name,
         vendor=vendor,
@@ -307,6 +320,10 @@ def _destination(
         max_bytes=data.get("max_bytes", adapter.default_max_bytes),
         test_event_code=data.get("test_event_code") or None,
         enabled=data.get("enabled", True),
+        rate_limit_per_second=data.get("rate_limit_per_second", adapter.default_rate_limit_per_second),
+        rate_limit_key=data.get("rate_limit_key") or f"{vendor}:{hashlib.sha256(api_key.encode()).hexdigest()[:12]}",
+        parallel_drains=data.get("parallel_drains", adapter.default_parallel_drains),
+        skip_events=frozenset(data.get("skip_events", adapter.default_skip_events)),
         options=options,
     )
     return None

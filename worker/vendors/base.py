@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import orjson
+from marshmallow import ValidationError
 
 from worker.outcomes import Outcome, classify_failure
 from worker.settings import DestinationSchema
@@ -62,8 +63,10 @@ class VendorAdapter:
     default_destination_name: ClassVar[str] = ""
     #: Production base URL, or ``None`` when the vendor's URL is per customer.
     default_base_url: ClassVar[str | None] = None
-    #: Path prefix of this vendor's sandbox in the bundled sandbox server.
+    #: Path prefix of this vendor's sandbox in the bundled sandbox server, and the path under it
+    #: that plays the base URL.
     sandbox_prefix: ClassVar[str] = ""
+    sandbox_path: ClassVar[str] = ""
     #: Extra destination keys used by the built-in configuration.
     sandbox_options: ClassVar[Mapping[str, Any]] = {}
     #: Schema of the destination table, with the vendor's own keys.
@@ -73,13 +76,49 @@ class VendorAdapter:
     max_events_limit: ClassVar[int] = 1000
     default_max_events: ClassVar[int] = 100
     default_max_bytes: ClassVar[int] = 1_000_000
+    default_rate_limit_per_second: ClassVar[float] = 0.0
+    default_parallel_drains: ClassVar[int] = 1
+    #: Canonical event names not sent unless the destination's ``skip_events`` says otherwise.
+    default_skip_events: ClassVar[tuple[str, ...]] = ()
+    #: Whether a refused request of several parts is split to find the part the vendor refuses
+    #: (vendors that judge a request whole, with no per-event results).
+    splits_rejected_batches: ClassVar[bool] = False
+    #: What to tell the user when no base URL can be made.
+    base_url_hint: ClassVar[str] = "The vendor has no public default; set base_url."
 
     def __init__(self, destination: DestinationSettings) -> None:
         self.destination = destination
 
+    @classmethod
+    def base_url_for(cls, options: Mapping[str, Any]) -> str | None:
+        """The base URL when the destination gives none (some vendors build it per customer)."""
+        return cls.default_base_url
+
+    def max_parts_for(self, group: str) -> int:
+        """Most parts one request of ``group`` may carry."""
+        return self.destination.max_events
+
     def map_event(self, event: Mapping[str, Any]) -> list[Part]:
         """Vendor parts for one canonical event; an empty list means the vendor cannot express
         the event and it is counted as skipped for this destination."""
+        raise NotImplementedError
+
+    def load_native(
+        self, payload: Any, operation: str | None, *, phone_region: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Check a vendor-native payload and return the items to store, one per stream entry.
+
+        A payload is what the vendor documents: a whole request body or one item of it.  Runs in
+        the producer, so personal data it carries is hashed here, before anything is stored
+        (phone numbers without a country code are read in ``phone_region``).
+
+        Raises:
+            marshmallow.ValidationError: field by field.
+        """
+        raise ValidationError(f"The {self.title} destination takes canonical events only.")
+
+    def map_native(self, item: Mapping[str, Any], operation: str | None) -> list[Part]:
+        """Vendor parts for one stored native item (already checked by :meth:`load_native`)."""
         raise NotImplementedError
 
     def envelope(self, group: str) -> tuple[bytes, bytes]:

@@ -1,7 +1,7 @@
 """Gravity Conversions API (trygravity.ai): ``POST /gateway/events``.
 
 - Mapping: the canonical event is this vendor's event shape (stored events hold no nulls);
-  fields other vendors need are dropped.  ``test_event_code`` is a request-level field, so it is the group:
+  fields other vendors need (page, IP, browser id, behaviour details) are dropped.  ``test_event_code`` is a request-level field, so it is the group:
   test and live events never share a request.
 - Batching: ``{"data": [...]}`` with at most 1,000 events; the byte limit is not documented and
   defaults to 1 MB (``max_bytes``).
@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from marshmallow import ValidationError
 
+from schemas.canonical import BEHAVIOUR_EVENT_NAMES, canonical_many_schema
 from worker.outcomes import DONE_STATUSES, Accepted, Outcome, RetryLater, excerpt_of
 from worker.vendors.base import Part, Request, VendorAdapter, encode
 
@@ -32,6 +34,13 @@ EVENT_FIELDS = (
     "client_context",
     "custom_data",
 )
+USER_DATA_FIELDS = frozenset(
+    {"grclid", "grcpid", "grpuid", "gradid", "grsig", "graid", "visitor_id", "session_id", "client_user_agent",
+     "em", "ph", "fn", "ln", "external_id"}
+)  # fmt: skip
+CUSTOM_DATA_FIELDS = frozenset(
+    {"value", "currency", "order_id", "contents", "content_name", "content_category", "predicted_ltv"}
+)
 
 
 class GravityCapiAdapter(VendorAdapter):
@@ -43,11 +52,38 @@ class GravityCapiAdapter(VendorAdapter):
     max_events_limit = 1000
     default_max_events = 1000
     default_max_bytes = 1_000_000
+    #: Behaviour events are not conversions; ``skip_events = []`` sends them as custom events.
+    default_skip_events = BEHAVIOUR_EVENT_NAMES
 
     def map_event(self, event: Mapping[str, Any]) -> list[Part]:
         payload = {key: event[key] for key in EVENT_FIELDS if key in event}
+        for key, known in (("user_data", USER_DATA_FIELDS), ("custom_data", CUSTOM_DATA_FIELDS)):
+            if key in payload:
+                payload[key] = {k: v for k, v in payload[key].items() if k in known}
         group = event.get("test_event_code") or self.destination.test_event_code or ""
         return [Part(group, encode(payload))]
+
+    def load_native(
+        self, payload: Any, operation: str | None, *, phone_region: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A request body (``{"data": [...], "test_event_code": ...}``), an event or a list of
+        events, loaded with the canonical schema (this vendor's shape), so PII is hashed."""
+        test_event_code = None
+        if isinstance(payload, Mapping) and "data" in payload:
+            unknown = set(payload) - {"data", "test_event_code"}
+            if unknown:
+                raise ValidationError({key: ["Unknown field."] for key in sorted(unknown)})
+            test_event_code = payload.get("test_event_code")
+            payload = payload["data"]
+        events = payload if isinstance(payload, list) else [payload]
+        loaded = canonical_many_schema(phone_region).load(events)
+        if test_event_code:
+            for event in loaded:
+                event.setdefault("test_event_code", test_event_code)
+        return loaded
+
+    def map_native(self, item: Mapping[str, Any], operation: str | None) -> list[Part]:
+        return self.map_event(item)
 
     def envelope(self, group: str) -> tuple[bytes, bytes]:
         if group:
