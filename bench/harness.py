@@ -54,6 +54,7 @@ def relay_env(redis: EmbeddedRedis, sink: Sink, workdir: Path, relay: dict[str, 
         'vendor = "gravity_capi"',
         f'base_url = "{sink.url}"',
         f'api_key_env = "{BENCH_KEY_ENV}"',
+        "skip_events = []  # every sample event reaches the sink, views included",
     ]
     config = workdir / "relay.toml"
     config.write_text("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
     conversion-relay status                      counters, backlog, waiting batches
     conversion-relay check-config                load and check the configuration
+    conversion-relay enqueue FILE [--destination D ...]          canonical events from JSON
+    conversion-relay enqueue FILE --native D [--operation OP]    a vendor-native payload
     conversion-relay dlq list [filters]          dead letters, oldest first
     conversion-relay dlq show ID                 one dead letter with its events
     conversion-relay dlq export [filters] [-o F] JSON lines
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counters, backlog and waiting batches per destination")
     status.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("check-config", help="load and check the configuration")
+    enqueue = commands.add_parser("enqueue", help="enqueue events from a JSON file ('-' for standard input)")
+    enqueue.add_argument("file")
+    enqueue.add_argument("--destination", action="append", help="a destination (repeat for more; default: all)")
+    enqueue.add_argument("--native", metavar="DESTINATION", help="the file is a native payload for this destination")
+    enqueue.add_argument("--operation", help="the vendor call a native payload is for (RECO: addItems, ...)")
     worker = commands.add_parser("worker", help="run a Celery worker", add_help=False)
     worker.add_argument("celery_args", nargs=argparse.REMAINDER)
     sandbox = commands.add_parser("sandbox", help="run the local vendor sandboxes")
@@ -117,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
             state = "enabled" if dest.enabled else "disabled"
             print(f"{dest.name}: {dest.vendor} at {dest.base_url} ({state}; key from {dest.api_key_env})")
         return 0
+    if args.command == "enqueue":
+        return _enqueue(args, settings)
     admin = Admin(settings, connect(settings.redis_url))
     if args.command == "status":
         report = admin.status()
@@ -155,6 +164,26 @@ def _run(args: argparse.Namespace) -> int:
     operation = admin.replay if args.action == "replay" else admin.purge
     result = operation(selection, dry_run=not args.yes)
     return _report_change(args.action, result)
+
+
+def _enqueue(args: argparse.Namespace, settings: Any) -> int:
+    from conversion_relay.jsonfile import parse_json
+    from conversion_relay.producer import Relay
+    from worker.errors import RelayError
+
+    text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+    try:
+        payload = parse_json(text, args.file)
+        with Relay(settings) as relay:
+            if args.native:
+                count = relay.enqueue_native(args.native, payload, operation=args.operation)
+            else:
+                count = len(relay.enqueue(payload, destinations=args.destination))
+    except RelayError as exc:
+        print(f"conversion-relay: {exc}", file=sys.stderr)
+        return 1
+    print(f"Enqueued {count} {'items' if args.native else 'events'}.")
+    return 0
 
 
 def _report_change(action: str, result: dict[str, Any]) -> int:

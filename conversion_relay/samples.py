@@ -11,12 +11,15 @@ from typing import Any
 FIRST_NAMES = ("Anna", "Ben", "Chloé", "Dmitri", "Elif", "Farah", "Giulia", "Hugo", "Ines", "Jonas")
 LAST_NAMES = ("Meyer", "Novak", "Okafor", "Petrov", "Quinn", "Rossi", "Schmidt", "Tanaka", "Usman", "Vogel")
 EVENTS = (
-    ("Purchase", 0.45),
-    ("AddToCart", 0.2),
-    ("InitiateCheckout", 0.15),
+    ("Purchase", 0.35),
+    ("AddToCart", 0.15),
+    ("ViewContent", 0.15),
+    ("PageView", 0.1),
+    ("InitiateCheckout", 0.1),
     ("Lead", 0.1),
-    ("CompleteRegistration", 0.1),
+    ("CompleteRegistration", 0.05),
 )
+PAGES = {"Purchase": "/checkout/thank-you", "ViewContent": "/p/{sku}", "AddToCart": "/p/{sku}", "PageView": "/"}
 
 
 def conversion(rng: random.Random, n: int, *, now: int | None = None) -> dict[str, Any]:
@@ -32,12 +35,14 @@ def conversion(rng: random.Random, n: int, *, now: int | None = None) -> dict[st
         for _ in range(rng.randint(1, 4))
     ]
     attributed = rng.random() < 0.4
+    path = PAGES.get(name, "/checkout").format(sku=items[0]["id"])
     event: dict[str, Any] = {
         "event_name": name,
         "event_time": (now or int(time.time())) - rng.randint(0, 300),
         "event_id": f"order-{n}" if name == "Purchase" else f"evt-{n}",
         "action_source": "website",
-        "event_source_url": "https://shop.example/checkout",
+        "event_source_url": f"https://shop.example{path}"
+        + ("?utm_source=gravity&utm_medium=cpc" if attributed else ""),
         "user_data": {
             "em": [f"{first}.{last}{n}@example.com".lower()],
             "ph": [f"+49 151 {rng.randint(1000000, 9999999)}"],
@@ -45,6 +50,8 @@ def conversion(rng: random.Random, n: int, *, now: int | None = None) -> dict[st
             "ln": last,
             "external_id": [str(10000 + n)],
             "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+            "client_ip_address": f"203.0.113.{rng.randint(1, 254)}",
+            "session_id": f"s-{n // 3}",
             "grclid": f"gr-click-{n}" if attributed else None,
             "visitor_id": f"gr-visitor-{rng.randint(1, 10**6)}",
         },
@@ -56,6 +63,8 @@ def conversion(rng: random.Random, n: int, *, now: int | None = None) -> dict[st
     }
     if name == "Purchase":
         event["custom_data"]["order_id"] = str(n)
+    if name in ("ViewContent", "PageView"):
+        event["page"] = {"type": "PRODUCT" if name == "ViewContent" else "HOMEPAGE", "language": "de_DE"}
     return event
 
 

@@ -8,12 +8,11 @@ against the vendor's rules rather than against the relay's own assumptions.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sandbox.faults import Faults
+from sandbox.base import Response, SandboxBase, header, json_response, list_length
 
 EVENTS_PATH = "/gateway/events"
 MAX_EVENTS = 1000
@@ -22,27 +21,9 @@ DEDUP_WINDOW_SECONDS = 48 * 3600
 EVENT_STATUSES = ("ok", "duplicate", "test_ok", "skipped", "error")
 _LIST_FIELDS = ("em", "ph", "external_id")
 
-Response = tuple[int, dict[str, str], bytes]
-
-
-def _json(status: int, payload: Any, extra: Mapping[str, str] | None = None) -> Response:
-    headers = {"Content-Type": "application/json"}
-    if extra:
-        headers.update(extra)
-    return status, headers, json.dumps(payload, separators=(",", ":")).encode()
-
 
 def _error(status: int, message: str, extra: Mapping[str, str] | None = None) -> Response:
-    return _json(status, {"error": message}, extra)
-
-
-def _header(headers: Any, name: str) -> str | None:
-    """Case-insensitive lookup that works for http.client messages and plain dicts."""
-    value = headers.get(name)
-    if value is None and isinstance(headers, Mapping):
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
+    return json_response(status, {"error": message}, extra)
 
 
 def _validate(event: Any) -> str | None:
@@ -72,87 +53,53 @@ def _validate(event: Any) -> str | None:
     return None
 
 
-def _count_events(body: bytes) -> int | None:
-    try:
-        data = json.loads(body).get("data")
-    except (ValueError, AttributeError):
-        return None
-    return len(data) if isinstance(data, list) else None
-
-
-class GravityCapiSandbox:
+class GravityCapiSandbox(SandboxBase):
     """The vendor side of Gravity CAPI, with a record of everything it was sent."""
 
     max_body_bytes = MAX_BODY_BYTES
+    settings_keys = frozenset({"opted_out_external_ids"})
 
     def __init__(
         self,
         api_keys: Iterable[str] = frozenset({"sandbox-key"}),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(clock)
         self.api_keys = frozenset(api_keys)
-        self.faults = Faults()
         self.opted_out_external_ids: frozenset[str] = frozenset()
-        self._clock = clock
-        self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], float] = {}
-        self._in_flight = 0
-        self.requests: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.counters: dict[str, int] = dict.fromkeys(EVENT_STATUSES, 0)
 
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    def request_started(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-
-    def request_finished(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    def configure(self, **kw: Any) -> None:
-        """Fault settings plus the vendor-side opt-out list, as one control surface."""
-        given = "opted_out_external_ids" in kw
-        ids = kw.pop("opted_out_external_ids", None) or []
+    def _check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The vendor-side opt-out list is the only setting besides the faults."""
+        if "opted_out_external_ids" not in settings:
+            return {}
+        ids = settings["opted_out_external_ids"] or []
         if not isinstance(ids, (list, tuple, set, frozenset)) or not all(isinstance(item, str) for item in ids):
             raise ValueError("opted_out_external_ids: must be a list of strings")
-        self.faults.configure(**kw)
-        if given:
-            self.opted_out_external_ids = frozenset(ids)
+        return {"opted_out_external_ids": frozenset(ids)}
 
-    def reset(self) -> None:
-        with self._lock:
-            self._seen.clear()
-            self.requests.clear()
-            self.events.clear()
-            self.counters.update(dict.fromkeys(EVENT_STATUSES, 0))
-            self.opted_out_external_ids = frozenset()
-        self.faults.reset()
+    def _reset_records(self) -> None:
+        self._seen.clear()
+        self.events.clear()
+        self.counters.update(dict.fromkeys(EVENT_STATUSES, 0))
+        self.opted_out_external_ids = frozenset()
 
-    def state(self, include_events: bool = True, include_requests: bool = True) -> dict[str, Any]:
-        with self._lock:
-            out: dict[str, Any] = {
-                "counters": dict(self.counters),
-                "in_flight": self._in_flight,
-                "request_count": len(self.requests),
-                "events_stored": len(self.events),
-                "opted_out_external_ids": sorted(self.opted_out_external_ids),
-            }
-            if include_requests:
-                out["requests"] = [dict(record) for record in self.requests]
-            if include_events:
-                out["events"] = list(self.events)
-        out["faults"] = self.faults.snapshot()
+    def _state(self, include_events: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "counters": dict(self.counters),
+            "events_stored": len(self.events),
+            "opted_out_external_ids": sorted(self.opted_out_external_ids),
+        }
+        if include_events:
+            out["events"] = list(self.events)
         return out
 
     def _auth(self, query: Mapping[str, str], headers: Any) -> tuple[str | None, bool]:
         """Return (method attempted, accepted); a valid key by either route is enough."""
         attempted = None
-        authorization = _header(headers, "Authorization")
+        authorization = header(headers, "Authorization")
         if authorization:
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() == "bearer":
@@ -166,41 +113,13 @@ class GravityCapiSandbox:
             attempted = attempted or "query"
         return attempted, False
 
-    def _record(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str],
-        auth: str | None,
-        event_count: int | None,
-        nbytes: int,
-        status: int | None,
-    ) -> None:
-        record = {
-            "method": method,
-            "path": path,
-            "query_keys": sorted(query),
-            "auth": auth,
-            "event_count": event_count,
-            "bytes": nbytes,
-            "status": status,
-        }
-        with self._lock:
-            record["at"] = self._clock()
-            self.requests.append(record)
+    def _auth_label(self, query: Mapping[str, str], headers: Any) -> str | None:
+        return self._auth(query, headers)[0]
 
-    def record_fault(
-        self, method: str, path: str, query: Mapping[str, str], headers: Any, body: bytes, status: int | None
-    ) -> None:
-        """Log a request the fault model answered (status None = dropped connection)."""
-        auth, _ = self._auth(query, headers)
-        self._record(method, path, query, auth, _count_events(body), len(body), status)
+    def _count_events(self, body: bytes) -> int | None:
+        return list_length(body, "data")
 
-    def payload_too_large(
-        self, method: str, path: str, query: Mapping[str, str], headers: Any, length: int
-    ) -> Response:
-        auth, _ = self._auth(query, headers)
-        self._record(method, path, query, auth, None, length, 413)
+    def _too_large_response(self, length: int) -> Response:
         return _error(413, f"body: request body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes")
 
     def handle(self, method: str, path: str, query: Mapping[str, str], headers: Any, body: bytes) -> Response:
@@ -243,7 +162,7 @@ class GravityCapiSandbox:
             return _error(400, "test_event_code: must be a string"), len(data)
         results = self._process(data, bool(test_code))
         errored = sum(1 for result in results if result["status"] == "error")
-        return _json(
+        return json_response(
             200,
             {
                 "events_received": len(data),

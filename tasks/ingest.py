@@ -6,6 +6,10 @@ Any Celery client can send it (JSON serialisation)::
     args:       [events]               events: one canonical event object or a list of them
     kwargs:     {"destinations": ["gravity"]}   optional; all enabled destinations if absent
 
+    task name:  relay.enqueue_native   queue: relay.ingest
+    args:       [destination, payload] a request body or item as the vendor documents it
+    kwargs:     {"operation": "addItems"}       where the vendor has several calls (RECO)
+
 Messages from other apps are not trusted: the task validates and hashes exactly as the Python
 producer does before anything reaches a destination stream.  Because the message itself sits in
 the broker, such producers must hash e-mail, phone and names themselves (SHA-256 hex of the
@@ -43,3 +47,16 @@ def enqueue(self: Any, events: Any, destinations: list[str] | None = None) -> di
     except EnqueueError as exc:
         raise self.retry(exc=exc, countdown=5) from None
     return {"accepted": len(ids), "event_ids": ids}
+
+
+@app.task(name="relay.enqueue_native", bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def enqueue_native(self: Any, destination: str, payload: Any, operation: str | None = None) -> dict[str, Any]:
+    """A vendor-native payload for one destination (see ``Relay.enqueue_native``)."""
+    try:
+        count = _producer().enqueue_native(destination, payload, operation=operation)
+    except EventValidationError as exc:
+        log.warning("relay.enqueue_native %s for %s rejected: %s", self.request.id, destination, exc)
+        return {"accepted": 0, "errors": exc.messages}
+    except EnqueueError as exc:
+        raise self.retry(exc=exc, countdown=5) from None
+    return {"accepted": count}

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from conversion_relay import Relay
-from sandbox import GravityCapiSandbox, SandboxServer
+from sandbox import VENDOR_SANDBOXES, GravityCapiSandbox, SandboxServer
 from tests.support import RedisServer, WorkerProcess, wait_for, write_config
 from worker.admin import Admin
 from worker.deadletter import Selection
@@ -39,16 +39,44 @@ FAST_RELAY: dict[str, Any] = {
 }
 
 
-def gravity_destination(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+def destination(vendor: str, base_url: str, **overrides: Any) -> dict[str, Any]:
     table = {
-        "vendor": "gravity_capi",
-        "base_url": sandbox.url_for("gravity-capi"),
+        "vendor": vendor,
+        "base_url": base_url,
         "api_key_env": KEY_ENV,
         "connect_timeout_seconds": 1.0,
         "read_timeout_seconds": 2.0,
     }
     table.update(overrides)
     return table
+
+
+def gravity_destination(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    return destination("gravity_capi", sandbox.url_for("gravity-capi"), **overrides)
+
+
+def field_destination(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    return destination("gravity_field", sandbox.url_for("gravity-field"), **overrides)
+
+
+def tracify_destination(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    csid = {"customer_site_id": "00000000-0000-0000-0000-000000000000"}
+    return destination("tracify", sandbox.url_for("tracify"), **{**csid, **overrides})
+
+
+def reco_destination(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    base = sandbox.url_for("gravity-reco") + "/grrec-shop-war/WebshopServlet"
+    return destination("gravity_reco", base, **{"username": "sandbox", **overrides})
+
+
+def all_destinations(sandbox: SandboxServer) -> dict[str, dict[str, Any]]:
+    """One destination of each vendor, all at the sandbox."""
+    return {
+        "gravity": gravity_destination(sandbox),
+        "field": field_destination(sandbox),
+        "tracify": tracify_destination(sandbox),
+        "reco": reco_destination(sandbox),
+    }
 
 
 class Stack:
@@ -128,19 +156,39 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxServer]:
-    server = SandboxServer({"gravity-capi": GravityCapiSandbox(api_keys=frozenset({API_KEY}))}).start()
+    """Every vendor's sandbox, with the default credentials (key ``sandbox-key``)."""
+    server = SandboxServer({prefix: factory() for prefix, factory in VENDOR_SANDBOXES.items()}).start()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def gravity(sandbox: SandboxServer) -> Iterator[GravityCapiSandbox]:
-    vendor = sandbox.vendor("gravity-capi")
+def _fresh(sandbox: SandboxServer, prefix: str) -> Iterator[Any]:
+    vendor = sandbox.vendor(prefix)
     vendor.reset()
     yield vendor
     # A request the relay gave up on (timeout) may still be running; let it finish here.
     wait_for(lambda: vendor.in_flight == 0, timeout=15, what="the sandbox to finish its requests")
     vendor.reset()
+
+
+@pytest.fixture
+def gravity(sandbox: SandboxServer) -> Iterator[GravityCapiSandbox]:
+    yield from _fresh(sandbox, "gravity-capi")
+
+
+@pytest.fixture
+def field(sandbox: SandboxServer) -> Iterator[Any]:
+    yield from _fresh(sandbox, "gravity-field")
+
+
+@pytest.fixture
+def tracify(sandbox: SandboxServer) -> Iterator[Any]:
+    yield from _fresh(sandbox, "tracify")
+
+
+@pytest.fixture
+def reco(sandbox: SandboxServer) -> Iterator[Any]:
+    yield from _fresh(sandbox, "gravity-reco")
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def statuses(response: requests.Response) -> list[str]:
 
 
 def test_server_api_and_registry(server: SandboxServer, gravity: GravityCapiSandbox) -> None:
-    assert VENDOR_SANDBOXES == {"gravity-capi": GravityCapiSandbox}
+    assert VENDOR_SANDBOXES["gravity-capi"] is GravityCapiSandbox
     assert server.port > 0
     assert server.url == f"http://127.0.0.1:{server.port}"
     assert server.url_for("gravity-capi") == f"http://127.0.0.1:{server.port}/gravity-capi"

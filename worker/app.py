@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None) -> RelayCelery:
         broker_connection_retry_on_startup=True,
         task_queues=queues,
         task_default_queue=INGEST_QUEUE,
-        task_routes={"relay.enqueue": {"queue": INGEST_QUEUE}, "relay.admin": {"queue": ADMIN_QUEUE}},
+        task_routes={
+            "relay.enqueue": {"queue": INGEST_QUEUE},
+            "relay.enqueue_native": {"queue": INGEST_QUEUE},
+            "relay.admin": {"queue": ADMIN_QUEUE},
+        },
         worker_hijack_root_logger=True,
         worker_send_task_events=False,
         task_send_sent_event=False,
