@@ -3,8 +3,10 @@
     python -m bench [--events 100000] [--naive-events 20000] [--backlog 1000000] [--out bench/results]
 
 Starts a private Redis and the counting sink, then measures in turn: marshmallow validation
-alone; the relay (enqueue latency with an idle worker, single-event and bulk end to end); the
-naive relay on the same workloads; the relay's worker memory while it drains a large backlog.
+alone; the relay with all four vendors configured (enqueue latency with an idle worker,
+single-event and bulk end to end to the Gravity Conversions API, then bulk fanned out to all
+four); the naive relay on the same workloads; the relay's worker memory while it drains a large
+backlog.
 End to end means from the producers' start until the sink has counted every event.  The naive
 relay runs fewer events by default (it is slow and steady; its rate does not depend on the count).
 """
@@ -28,12 +30,15 @@ from bench import harness, report, workloads
 from conversion_relay.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The single-event and bulk runs deliver to one destination, as the naive relay does.
+GRAVITY = ["gravity"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per relay end-to-end run")
     parser.add_argument("--naive-events", type=int, default=20_000, help="events per naive run")
+    parser.add_argument("--fanout-events", type=int, default=20_000, help="events of the fan-out run")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="backlog for the memory run")
     parser.add_argument("--drain-seconds", type=float, default=60.0, help="how long to watch the backlog drain")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -89,11 +94,18 @@ def run(
         step(f"relay: {args.events:,} single-event enqueues from 2 producers")
         cpu = CpuMeter(server=server.proc.pid, sink=sink.proc.pid, worker=worker.proc.pid)
         results["single_events_per_s"], timelines["relay"] = end_to_end(
-            sink, "relay", "single", env, args.events, 2, results, cpu
+            sink, "relay", "single", env, args.events, 2, results, cpu, GRAVITY
         )
         results["single_cpu_us_per_event"] = cpu.per_event(args.events)
         step(f"relay: {args.events:,} events in bulk enqueues of 1,000")
-        results["bulk_events_per_s"], _ = end_to_end(sink, "relay", "bulk", env, args.events, 1)
+        results["bulk_events_per_s"], _ = end_to_end(sink, "relay", "bulk", env, args.events, 1, destinations=GRAVITY)
+    finally:
+        worker.stop()
+
+    step(f"relay: {args.fanout_events:,} events in bulk enqueues of 1,000, to all four destinations")
+    worker = harness.start_relay_worker(env, workdir, concurrency=5)
+    try:
+        fan_out(sink, env, args.fanout_events, results)
     finally:
         worker.stop()
 
@@ -123,9 +135,10 @@ def end_to_end(
     processes: int,
     results: dict[str, Any] | None = None,
     cpu: CpuMeter | None = None,
+    destinations: list[str] | None = None,
 ) -> tuple[float, list[list[float]]]:
     sink.reset()
-    group = workloads.producers(system, mode, env, total, processes)
+    group = workloads.producers(system, mode, env, total, processes, destinations=destinations)
     if cpu:
         cpu.start()
     released, reports = group.run()
@@ -136,6 +149,31 @@ def end_to_end(
         latencies = sorted(x for r in reports for x in r["latencies"])
         results["producer_p50_ms"] = statistics.median(latencies) * 1000
     return total / (finished - released), sink.stats()["timeline"]
+
+
+def fan_out(sink: harness.Sink, env: dict[str, str], total: int, results: dict[str, Any]) -> None:
+    """Events fanned out to every destination: from the producer's start until every
+    destination's stream is empty and nothing waits for a retry."""
+    from worker.admin import Admin
+    from worker.runtime import connect
+    from worker.settings import load_settings
+
+    settings = load_settings(env)
+    admin = Admin(settings, connect(settings.redis_url))
+    sink.reset()
+    released, _ = workloads.producers("relay", "bulk", env, total, 1).run()
+    deadline = time.time() + max(600, total / 20)
+    while time.time() < deadline:
+        status = admin.status(waiting_limit=0)
+        if all(not any(s["backlog"].values()) and not s["waiting_batches"] for s in status.values()):
+            break
+        time.sleep(0.05)
+    else:
+        raise TimeoutError("the fan-out run did not settle")
+    results["fanout_events_per_s"] = total / (time.time() - released)
+    results["fanout_events"] = total
+    results["fanout_by_vendor"] = sink.stats()["by_vendor"]
+    results["fanout_skipped"] = {name: s["counters"]["skipped"] for name, s in status.items()}
 
 
 class CpuMeter:

@@ -47,15 +47,23 @@ class Sink:
 
 
 def relay_env(redis: EmbeddedRedis, sink: Sink, workdir: Path, relay: dict[str, Any] | None = None) -> dict[str, str]:
-    """Environment of the relay under test: one Gravity destination pointing at the sink."""
+    """Environment of the relay under test: all four vendors configured, each at the sink.
+
+    The single-event and bulk runs send to ``gravity`` alone (as the naive relay does); the
+    fan-out run to all four.  Gravity Field's 500 requests/s limit is lifted: the sink has none,
+    and the run measures the relay, not the vendor's quota.
+    """
+    common = [f'api_key_env = "{BENCH_KEY_ENV}"']
     lines = ["[relay]"] + [f"{k} = {v!r}" for k, v in (relay or {}).items()]
-    lines += [
-        "[destinations.gravity]",
-        'vendor = "gravity_capi"',
-        f'base_url = "{sink.url}"',
-        f'api_key_env = "{BENCH_KEY_ENV}"',
-        "skip_events = []  # every sample event reaches the sink, views included",
-    ]
+    lines += ["[destinations.gravity]", 'vendor = "gravity_capi"', f'base_url = "{sink.url}"', *common]
+    lines += ["skip_events = []  # every sample event reaches the sink, views included"]
+    lines += ["[destinations.field]", 'vendor = "gravity_field"', f'base_url = "{sink.url}"', *common]
+    lines += ["rate_limit_per_second = 0", "parallel_drains = 4"]
+    lines += ["[destinations.tracify]", 'vendor = "tracify"', f'base_url = "{sink.url}"', *common]
+    lines += ['customer_site_id = "00000000-0000-0000-0000-000000000000"']
+    reco_url = f"{sink.url}/grrec-bench-war/WebshopServlet"
+    lines += ["[destinations.reco]", 'vendor = "gravity_reco"', f'base_url = "{reco_url}"']
+    lines += [*common, 'username = "bench"']
     config = workdir / "relay.toml"
     config.write_text("\n".join(lines) + "\n")
     return {

@@ -1,9 +1,11 @@
-"""A local vendor sink for the benchmarks: answers like the Gravity Conversions API, counts.
+"""A local vendor sink for the benchmarks: answers like each of the four vendors, counts.
 
-Unlike the sandbox it stores nothing and checks nothing, so a million events cost it no memory
-and little CPU (it shares the machine with everything it measures).  It counts events by their
-``"event_name":`` key, which appears once per event at top level (quotes inside JSON strings are
-escaped, so a value cannot fake it), and keeps arrivals in 0.25 s buckets for the chart.
+Unlike the sandboxes it stores nothing and checks nothing, so a million events cost it no
+memory and little CPU (it shares the machine with everything it measures).  It counts events by
+a key each vendor's event carries once (``"event_name":`` for the Gravity Conversions API,
+``"properties":`` for Gravity Field, ``"identity_data":`` for Tracify, ``"eventType":`` for
+RECO; quotes inside JSON strings are escaped, so a value cannot fake one), per vendor, and keeps
+arrivals in 0.25 s buckets for the chart.
 
     python -m bench.sink --port 0        # prints the port on its first line
     GET /stats                           # {"events": n, "requests": r, "timeline": [[t, n], ...]}
@@ -30,15 +32,17 @@ class Counter:
     def reset(self) -> None:
         self.events = 0
         self.requests = 0
+        self.by_vendor: dict[str, int] = {}
         self.started: float | None = None
         self.buckets: dict[int, int] = {}
 
-    def add(self, events: int) -> None:
+    def add(self, vendor: str, events: int) -> None:
         now = time.time()
         with self.lock:
             if self.started is None:
                 self.started = now
             self.events += events
+            self.by_vendor[vendor] = self.by_vendor.get(vendor, 0) + events
             self.requests += 1
             bucket = int((now - self.started) / BUCKET_SECONDS)
             self.buckets[bucket] = self.buckets.get(bucket, 0) + events
@@ -47,7 +51,13 @@ class Counter:
         with self.lock:
             last = max(self.buckets, default=-1)
             timeline = [[b * BUCKET_SECONDS, self.buckets.get(b, 0)] for b in range(last + 1)]
-            return {"events": self.events, "requests": self.requests, "started": self.started, "timeline": timeline}
+            return {
+                "events": self.events,
+                "requests": self.requests,
+                "by_vendor": dict(self.by_vendor),
+                "started": self.started,
+                "timeline": timeline,
+            }
 
 
 COUNTER = Counter()
@@ -62,8 +72,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/reset":
             COUNTER.reset()
             return self._send(b"{}")
+        path = self.path.split("?", 1)[0]
+        if path.endswith("/ssapi/page"):
+            COUNTER.add("gravity_field", 1)
+            return self._send(b'{"user":{"slid":null},"session":{"sl":null}}')
+        if path.endswith("/ssapi/event"):
+            COUNTER.add("gravity_field", body.count(b'"properties":'))
+            return self._send(b"", status=204)
+        if path.endswith("/api/v1/events"):
+            COUNTER.add("tracify", body.count(b'"identity_data":'))
+            return self._send(b'{"status":true}')
+        if "/WebshopServlet/" in path:
+            COUNTER.add("gravity_reco", body.count(b'"eventType":') or body.count(b'"itemId":'))
+            return self._send(b"")
         count = body.count(b'"event_name":')
-        COUNTER.add(count)
+        COUNTER.add("gravity_capi", count)
         results = b",".join([_OK] * count)
         self._send(
             b'{"events_received":%d,"events_processed":%d,"events_errored":0,"results":[%s],"test_mode":false}'
@@ -73,8 +96,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         self._send(json.dumps(COUNTER.stats()).encode())
 
-    def _send(self, payload: bytes) -> None:
-        self.send_response(200)
+    def _send(self, payload: bytes, status: int = 200) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

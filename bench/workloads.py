@@ -7,6 +7,7 @@ sends them through the relay (``Relay.enqueue``) or the naive baseline (validate
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import random
@@ -27,6 +28,7 @@ class Job:
     first: int  # index of this producer's first event (ids stay unique across producers)
     count: int
     pace_seconds: float = 0.0  # pause between single calls (latency runs: an idle worker)
+    destinations: list[str] | None = None  # relay only; None: every configured destination
 
 
 def events_for(first: int, count: int) -> list[dict[str, Any]]:
@@ -39,7 +41,7 @@ def _sender(job: Job) -> Any:
     if job.system == "relay":
         from conversion_relay import Relay
 
-        return Relay().enqueue
+        return functools.partial(Relay().enqueue, destinations=job.destinations)
     from bench.naive import deliver
     from schemas.canonical import canonical_many_schema, canonical_schema
 
@@ -113,12 +115,17 @@ class Producers:
         return released, reports
 
 
-def producers(system: str, mode: str, env: dict[str, str], total: int, processes: int, pace: float = 0.0) -> Producers:
+def producers(
+    system: str,
+    mode: str,
+    env: dict[str, str],
+    total: int,
+    processes: int,
+    pace: float = 0.0,
+    destinations: list[str] | None = None,
+) -> Producers:
     share = total // processes
-    jobs = [
-        Job(system, mode, env, first=i * share + i * 10_000_000, count=share, pace_seconds=pace)
-        for i in range(processes)
-    ]
+    jobs = [Job(system, mode, env, i * share + i * 10_000_000, share, pace, destinations) for i in range(processes)]
     return Producers(_produce, [(job,) for job in jobs])
 
 

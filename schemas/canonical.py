@@ -33,6 +33,7 @@ from schemas.fields import (
     LineItems,
     OneOrMany,
     Text,
+    TextOrNumber,
     UnixTime,
 )
 
@@ -118,7 +119,7 @@ class CustomDataSchema(Schema):
     search_string = Text(max_length=500)
     promo_code = Text(max_length=200)
     filter_type = Text(max_length=200)
-    filter_value = fields.Raw(validate=lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool))
+    filter_value = TextOrNumber()
     sort_by = Text(max_length=200)
     sort_order = fields.String(validate=validate.OneOf(("ASC", "DESC")))
     attribute_type = Text(max_length=200)

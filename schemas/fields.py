@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import ipaddress
 import json
+import math
 import time
 from importlib import resources
 from typing import Any
@@ -175,9 +176,23 @@ class IpAddress(fields.Field):
         if not isinstance(value, str):
             raise ValidationError("Not a string; send the address as text, e.g. 203.0.113.7.")
         try:
-            return str(ipaddress.ip_address(value.strip()))
+            address = ipaddress.ip_address(value.strip())
         except ValueError:
             raise ValidationError("Not an IPv4 or IPv6 address.") from None
+        # An IPv4 address written as IPv6 (::ffff:a.b.c.d) is the IPv4 address: hash it as one.
+        mapped = getattr(address, "ipv4_mapped", None)
+        return str(mapped or address)
+
+
+class TextOrNumber(fields.Field):
+    """A string, or a finite number that is not a boolean (``FilterItems`` values)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | int | float:
+        if isinstance(value, str) and len(value) <= 500:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        raise ValidationError("Not a string (500 characters at most) or a finite number.")
 
 
 class Currency(fields.Field):

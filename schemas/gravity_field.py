@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import RAISE, Schema, ValidationError, fields
 
 from schemas.openapi import AnyOf, Builder, load_document
 
@@ -51,6 +51,8 @@ def event_field() -> fields.Field:
     def choose(value: Any) -> fields.Field:
         properties = value.get("properties") if isinstance(value, dict) else None
         event_type = properties.get("eventType") if isinstance(properties, dict) else None
+        if event_type is not None and not isinstance(event_type, str):
+            raise ValidationError({"properties": {"eventType": ["Not a valid string."]}})
         return by_type.get(event_type, custom)
 
     return AnyOf(list(by_type.values()) + [custom], choose=choose)

@@ -2,8 +2,9 @@
 
 Values travel as ``nameValues`` lists of strings; an array is the same name repeated, and no
 value may be null or empty (the vendor asks for both).  Used for vendor-native payloads, where
-catalogue and user updates come from.  A name value that names personal data (an e-mail, a
-phone, a person's name) must already be a hex digest: the relay stores no such plaintext.
+catalogue and user updates come from.  A user's name value that names personal data (an
+e-mail, a phone, a person's name) must already be a hex digest: the relay stores no such
+plaintext.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ ITEM_EVENT_TYPES = frozenset(
         "FREE_VIEW", "PAID_VIEW", "SUBSCRIPTION_VIEW", "CLICK_OUT", "SHARE",
     }
 )  # fmt: skip
-#: Name values that carry personal data, written without case, spaces, '-' or '_'.
-PERSONAL_NAMES = frozenset(
-    {"email", "mail", "emailaddress", "phone", "phonenumber", "mobile", "name", "firstname", "lastname", "fullname"}
-)
+#: User name values that carry personal data (compared without case, spaces, '-' or '_'):
+#: these names exactly, and any name containing one of ``PERSONAL_PARTS``.
+PERSONAL_NAMES = frozenset({"name", "firstname", "lastname", "fullname", "surname", "givenname"})
+PERSONAL_PARTS = ("email", "mail", "phone", "mobile")
 _DIGEST = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")
 _SEPARATORS = re.compile(r"[\s_\-]")
 
@@ -40,17 +41,22 @@ class NameValueSchema(Schema):
     name = _text(required=True)
     value = _text(required=True)
 
+
+class UserNameValueSchema(NameValueSchema):
+    """A user's name value: personal data only as a hex digest (an item's "name" is a product's)."""
+
     @validates_schema
     def _no_plaintext_personal_data(self, pair: dict[str, str], **kwargs: Any) -> None:
-        key = _SEPARATORS.sub("", pair["name"].lower())
-        if key.replace("md5", "").replace("sha256", "") in PERSONAL_NAMES and not _DIGEST.fullmatch(pair["value"]):
+        key = _SEPARATORS.sub("", pair["name"].lower()).replace("md5", "").replace("sha256", "")
+        personal = key in PERSONAL_NAMES or any(part in key for part in PERSONAL_PARTS)
+        if personal and not _DIGEST.fullmatch(pair["value"]):
             raise ValidationError(
                 f"{pair['name']!r} holds personal data; send its SHA-256 hex digest, or leave it out.", "value"
             )
 
 
-def _name_values() -> fields.List:
-    return fields.List(fields.Nested(NameValueSchema), validate=validate.Length(max=1000))
+def _name_values(schema: type[Schema] = NameValueSchema) -> fields.List:
+    return fields.List(fields.Nested(schema), validate=validate.Length(max=1000))
 
 
 class RecoEventSchema(Schema):
@@ -92,7 +98,7 @@ class RecoUserSchema(Schema):
 
     userId = _text(required=True)  # noqa: N815
     hidden = fields.Boolean()
-    nameValues = _name_values()  # noqa: N815
+    nameValues = _name_values(UserNameValueSchema)  # noqa: N815
 
 
 class HiddenItemSchema(Schema):

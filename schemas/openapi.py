@@ -76,7 +76,7 @@ class Builder:
         node = self.resolve(node)
         if "anyOf" in node:
             return AnyOf([self.field(alternative) for alternative in node["anyOf"]], required=required)
-        kind = node.get("type", "object")
+        kind = node.get("type") or ("object" if "properties" in node or "required" in node else None)
         if kind == "object":
             return fields.Nested(self.schema(node, name), required=required)
         if kind == "array":

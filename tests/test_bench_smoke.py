@@ -28,7 +28,7 @@ def test_a_small_benchmark_run_writes_all_figures(tmp_path: Path):
     out = tmp_path / "results"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--events", "2000", "--naive-events", "200", "--backlog", "5000",
-         "--drain-seconds", "10", "--out", str(out)],
+         "--fanout-events", "500", "--drain-seconds", "10", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -37,5 +37,6 @@ def test_a_small_benchmark_run_writes_all_figures(tmp_path: Path):
     assert set(latest["machine"]) >= {"cores", "python", "redis"}
     assert latest["single_events_per_s"] > 0 and latest["naive_events_per_s"] > 0
     assert latest["backlog_drained_events"] > 0
+    assert set(latest["fanout_by_vendor"]) == {"gravity_capi", "gravity_field", "tracify", "gravity_reco"}
     assert "relay / naive, single events" in run.stdout
     assert len(list(out.glob("bench-*.json"))) == 1

@@ -1,8 +1,9 @@
 """Gravity Conversions API (trygravity.ai): ``POST /gateway/events``.
 
 - Mapping: the canonical event is this vendor's event shape (stored events hold no nulls);
-  fields other vendors need (page, IP, browser id, behaviour details) are dropped.  ``test_event_code`` is a request-level field, so it is the group:
-  test and live events never share a request.
+  fields other vendors need (page, IP, browser id, behaviour details) are dropped.  Behaviour
+  events are skipped unless ``skip_events`` says otherwise.  ``test_event_code`` is a
+  request-level field, so it is the group: test and live events never share a request.
 - Batching: ``{"data": [...]}`` with at most 1,000 events; the byte limit is not documented and
   defaults to 1 MB (``max_bytes``).
 - Authentication: ``Authorization: Bearer <key>``.  The API also takes ``?api_key=``, which the

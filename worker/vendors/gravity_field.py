@@ -164,10 +164,13 @@ class GravityFieldAdapter(VendorAdapter):
         if operation == "page":
             return [{"page": body} for body in page_request_schema().load(bodies, many=True)]
         items = []
-        for body in event_request_schema().load(bodies, many=True):
+        for number, body in enumerate(event_request_schema().load(bodies, many=True)):
             envelope = {key: body[key] for key in ("user", "session", "context")}
-            for event in body["events"]:
-                items.append({"envelope": envelope, "event": _hash_email(event)})
+            for index, event in enumerate(body["events"]):
+                try:
+                    items.append({"envelope": envelope, "event": _hash_email(event)})
+                except ValidationError as exc:
+                    raise ValidationError({number: {"events": {index: exc.messages}}}) from None
         return items
 
     def map_native(self, item: Mapping[str, Any], operation: str | None) -> list[Part]:

@@ -24,7 +24,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from schemas import reading
-from schemas.gravity_reco import OPERATIONS
+from schemas.gravity_reco import ITEM_EVENT_TYPES, OPERATIONS
 from worker.outcomes import Accepted, Outcome
 from worker.settings import DestinationSchema
 from worker.vendors.base import Part, Request, VendorAdapter, encode
@@ -38,7 +38,10 @@ DEFAULT_EVENT_TYPES = {
     "Search": "PRODUCT_SEARCH",
     "Login": "LOGIN",
 }
-_PER_ITEM = frozenset({"VIEW", "BUY", "ADD_TO_CART", "REMOVE_FROM_CART", "ADD_TO_WISHLIST"})
+
+
+#: Event types that carry a quantity.
+_COUNTED = frozenset({"BUY", "ADD_TO_CART", "REMOVE_FROM_CART"})
 
 
 class GravityRecoSettingsSchema(DestinationSchema):
@@ -99,11 +102,11 @@ class GravityRecoAdapter(VendorAdapter):
         if event_type == "PRODUCT_SEARCH":
             return [self._part(base, [("searchString", data.get("search_string"))])]
         items = reading.line_items(event)
-        if event_type not in _PER_ITEM:
+        if event_type not in ITEM_EVENT_TYPES:
             return [self._part(base, [])]
         parts = []
         for item in items:
-            values = [("quantity", item.get("quantity"))]
+            values = [("quantity", item.get("quantity", 1))] if event_type in _COUNTED else []
             if event_type == "BUY":
                 values += [("unitPrice", item.get("item_price")), ("orderId", reading.order_id(event))]
                 if self.send_currency:
@@ -133,7 +136,7 @@ class GravityRecoAdapter(VendorAdapter):
     def map_native(self, item: Mapping[str, Any], operation: str | None) -> list[Part]:
         if operation == "hideItems":
             return [Part("addItems", encode({"itemId": item["itemId"], "hidden": True}))]
-        return [Part(operation or "addEvents", encode(item))]
+        return [Part(str(operation), encode(item))]
 
     def envelope(self, group: str) -> tuple[bytes, bytes]:
         return b"[", b"]"

@@ -34,6 +34,17 @@ from worker.vendors.base import Part, Request, VendorAdapter, encode
 
 DEFAULT_CONVERSIONS = ("Lead", "CompleteRegistration", "Subscribe", "StartTrial", "Contact", "Schedule")
 _TYPES = {"PageView": "pageview", "ViewContent": "productview", "AddToCart": "addtocart", "Purchase": "purchase"}
+#: Keys of ``data`` the relay writes itself.
+RESERVED_DATA_KEYS = frozenset({"origin", "Referer", "order_id", "conversion_id", "currency", "amount", "value"})
+
+
+def _web_url(event: Mapping[str, Any]) -> str | None:
+    """The page's absolute web address: ``page.location`` if it is one (it may be a route or a
+    screen name), else ``event_source_url``."""
+    for candidate in (reading.page(event).get("location"), event.get("event_source_url")):
+        if candidate and urlsplit(candidate).scheme in ("http", "https") and urlsplit(candidate).hostname:
+            return candidate
+    return None
 
 
 def anonymise(raw: str) -> str:
@@ -56,7 +67,7 @@ class TracifySettingsSchema(DestinationSchema):
     #: URL parameters flattened into ``data``: ``tracking`` (utm_*, trc_*) or ``all``.
     url_parameters = fields.String(validate=validate.OneOf(("tracking", "all")))
     conversion_events = fields.List(fields.String())
-    #: Currency for conversions that carry none (Tracify requires one).
+    #: Currency for purchases and conversions that carry none (Tracify requires one).
     default_currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}\Z"))
     #: Send the session identity (2, ``ip|user agent``).
     session_identity = fields.Boolean()
@@ -89,10 +100,10 @@ class TracifyAdapter(VendorAdapter):
     def map_event(self, event: Mapping[str, Any]) -> list[Part]:
         name = event["event_name"]
         kind = _TYPES.get(name) or ("conversion" if name in self.conversions else None)
-        url, ip, agent = reading.url(event), reading.ip_address(event), reading.user_agent(event)
+        url, ip, agent = _web_url(event), reading.ip_address(event), reading.user_agent(event)
         if kind is None or not url or not ip or not agent:
             return []
-        data = {"origin": self._origin(url), **self._parameters(url)}
+        data = {**self._parameters(url), "origin": self._origin(url)}
         if reading.referrer(event):
             data["Referer"] = reading.referrer(event)
         if kind == "purchase" and not self._purchase(event, data):
@@ -119,8 +130,9 @@ class TracifyAdapter(VendorAdapter):
         return identity
 
     def _purchase(self, event: Mapping[str, Any], data: dict[str, Any]) -> bool:
-        total, currency = reading.value(event), reading.custom_data(event).get("currency")
-        if total is None or not currency:
+        total = reading.value(event)
+        currency = reading.custom_data(event).get("currency") or self.default_currency
+        if total is None:
             return False
         data.update(order_id=reading.order_id(event), currency=currency, amount=self._money(total))
         for n, item in enumerate(reading.line_items(event), start=1):
@@ -141,11 +153,16 @@ class TracifyAdapter(VendorAdapter):
 
     def _origin(self, url: str) -> str:
         parts = urlsplit(url)
-        return parts.netloc if self.origin_format == "host" else f"{parts.scheme}://{parts.netloc}"
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return host if self.origin_format == "host" else f"{parts.scheme}://{host}"
 
     def _parameters(self, url: str) -> dict[str, str]:
+        """URL parameters for ``data``; never one that would overwrite a field of the vendor's."""
         pairs = parse_qsl(urlsplit(url).query)
-        return {k: v for k, v in pairs if self.all_parameters or k.startswith(("utm_", "trc_"))}
+        wanted = (k for k in pairs if self.all_parameters or k[0].startswith(("utm_", "trc_")))
+        return {k: v for k, v in wanted if k not in RESERVED_DATA_KEYS}
 
     def load_native(
         self, payload: Any, operation: str | None, *, phone_region: str | None = None
