@@ -62,9 +62,9 @@ def run(started: list[Any]) -> int:
     env.update(REDIS_URL=redis_url, CONVERSION_RELAY_SANDBOX_URL=sandbox.url, PYTHONUNBUFFERED="1")
     settings = load_settings(env)
     log_path = VAR / "demo-worker.log"
-    worker = EmbeddedWorker(env, log_path)
+    worker = EmbeddedWorker(env, log_path, concurrency=5)
     started.append(worker.stop)
-    print(f"  worker   celery worker, 2 processes, built-in configuration (log: {log_path})\n")
+    print(f"  worker   celery worker, 5 processes, built-in configuration (log: {log_path})\n")
 
     relay = Relay(settings)
     admin = Admin(settings, relay.redis)
@@ -93,13 +93,16 @@ def clear_previous_run(admin: Admin, relay: Relay) -> None:
 
 
 def inject_faults(sandbox: SandboxServer) -> None:
-    """A short outage, a rate limit and per-event refusals, so the report has something to show."""
-    gravity = sandbox.vendor("gravity-capi")
-    gravity.configure(
+    """Outages, rate limits, an oversized batch and per-event refusals, so the report has
+    something to show for every vendor."""
+    sandbox.vendor("gravity-capi").configure(
         statuses=[503, 503, {"status": 429, "retry_after": "2"}],
         event_error_prefix="refused-",
         opted_out_external_ids=[str(10000 + n) for n in range(0, EVENTS, OPTED_OUT_EVERY)],
     )
+    sandbox.vendor("gravity-field").configure(statuses=[502, {"status": 429, "retry_after": "1"}])
+    sandbox.vendor("tracify").configure(statuses=[503])
+    sandbox.vendor("gravity-reco").configure(statuses=[413, 500])
 
 
 def enqueue_all(relay: Relay) -> tuple[int, list[float]]:
@@ -122,13 +125,14 @@ def enqueue_all(relay: Relay) -> tuple[int, list[float]]:
         except EventValidationError:
             rejected += 1
         if n % 50 == 0 or n == EVENTS - 1:
-            progress(n + 1, EVENTS)
+            progress(n + 1, EVENTS, final=n == EVENTS - 1)
     print()
     return rejected, latencies
 
 
-def progress(done: int, total: int, width: int = 40) -> None:
-    if not sys.stdout.isatty() and done < total:
+def progress(done: int, total: int, width: int = 40, *, final: bool = False) -> None:
+    """A bar redrawn in place on a terminal; elsewhere (CI logs) only the final state."""
+    if not sys.stdout.isatty() and not final:
         return
     filled = int(width * done / total)
     sys.stdout.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
@@ -148,7 +152,7 @@ def wait_until_settled(admin: Admin, settings: Any, timeout: float = 120.0) -> b
         if accounted >= total and all(
             status[n]["waiting_batches"] == 0 and not any(status[n]["backlog"].values()) for n in names
         ):
-            progress(total, max(total, 1))
+            progress(total, max(total, 1), final=True)
             print()
             return True
         progress(min(accounted, total), max(total, 1))
@@ -170,8 +174,10 @@ def report(admin: Admin) -> str:
         )
     lines.append("")
     lines.append(
-        "retried: event attempts that failed transiently (5xx, 429, timeouts) and waited in Redis for another;\n"
-        "duplicate: events the vendor had already (re-sent by the shop); skipped: user opted out at the vendor."
+        "accepted: events enqueued for the destination; delivered, duplicate, retried, dead-lettered: vendor\n"
+        "events (RECO gets one per line item); retried: attempts that failed transiently (5xx, 429, timeouts)\n"
+        "and waited in Redis for another; duplicate: events the vendor had already (re-sent by the shop);\n"
+        "skipped: the vendor cannot express the event (docs/mapping.md), or the user opted out."
     )
     letters = admin.list(Selection(limit=5))
     if letters:
