@@ -95,12 +95,26 @@ def _with_hints(messages: Any) -> Any:
     return hinted
 
 
-def _without_nulls(value: Any) -> Any:
-    """Stored events carry no nulls, so no vendor mapping has to look for them."""
+def _without_nulls(event: dict[str, Any]) -> dict[str, Any]:
+    """Stored events carry no nulls, so no vendor mapping has to look for them.
+
+    Nulls are allowed only at the top and one level down (pixel ids, a null value) and anywhere
+    in the pass-through ``client_context``; the rest of the schema refuses them.
+    """
+    out = {key: value for key, value in event.items() if value is not None}
+    for key in ("user_data", "custom_data", "page"):
+        if key in out:
+            out[key] = {k: v for k, v in out[key].items() if v is not None}
+    if "client_context" in out:
+        out["client_context"] = _deep_without_nulls(out["client_context"])
+    return out
+
+
+def _deep_without_nulls(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: _deep_without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_without_nulls(v) for v in value if v is not None]
+        return [_deep_without_nulls(v) for v in value if v is not None]
     return value
 
 

@@ -95,3 +95,10 @@ def test_keys_use_the_configured_prefix(make_stack):
     stack.relay.enqueue({"event_name": "Lead"})
     assert stack.redis.exists(Keys("shop1").stream("gravity")) == 1
     assert stack.redis.exists(Keys("cr").stream("gravity")) == 0
+
+
+def test_enqueue_survives_a_redis_that_forgot_its_scripts(producer):
+    producer.relay.enqueue({"event_name": "Lead", "event_id": "before"})
+    producer.redis.script_flush()  # as after a Redis restart
+    assert producer.relay.enqueue({"event_name": "Lead", "event_id": "after"}) == ["after"]
+    assert [e["event_id"] for e in stream_events(producer)] == ["before", "after"]

@@ -143,3 +143,13 @@ def test_replayed_events_that_fail_again_return_to_the_store(stack, gravity):
     gravity.configure(statuses=[])
     stack.admin.replay(Selection(ids=(second.id,)), dry_run=False)
     wait_for(lambda: gravity.counters["ok"] == 3)
+
+
+def test_relay_enqueue_native_task_takes_a_vendor_body(stack, gravity, client):
+    body = {"data": [purchase(8)], "test_event_code": "TEST42"}
+    client.send_task("relay.enqueue_native", args=["gravity", body], queue="relay.ingest")
+    wait_for(lambda: gravity.counters["test_ok"] == 1, what="the native body in test mode")
+    nameless = {"data": [{"event_id": "nameless"}]}
+    client.send_task("relay.enqueue_native", args=["gravity", nameless], queue="relay.ingest")
+    wait_for(lambda: "relay.enqueue_native" in stack.workers[0].output() and "rejected" in stack.workers[0].output())
+    assert "event_name" in stack.workers[0].output()

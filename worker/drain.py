@@ -155,7 +155,9 @@ class Drainer:
         return entries
 
     def _room(self) -> int:
-        return max(1, min(MAX_READ, self.dest.settings.max_events - self.batcher.held))
+        """Entries to read now: as many as the batcher may hold (one chunk for a single-group
+        vendor, many small ones for a vendor that groups by user)."""
+        return max(1, min(MAX_READ, self.batcher.max_held_parts - self.batcher.held))
 
     def _until_deadline(self) -> float:
         oldest = self.batcher.oldest_enqueued_at
