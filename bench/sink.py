@@ -66,6 +66,9 @@ _OK = b'{"status":"ok"}'
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, a small response
+    # waits for the client's delayed ACK (40 ms) — per request, for a vendor of one user each.
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
