@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from schemas.fields import (
     Currency,
@@ -31,6 +31,7 @@ from schemas.fields import (
     Identifier,
     IpAddress,
     LineItems,
+    Members,
     OneOrMany,
     Text,
     TextOrNumber,
@@ -98,13 +99,10 @@ def _with_hints(messages: Any) -> Any:
 def _without_nulls(event: dict[str, Any]) -> dict[str, Any]:
     """Stored events carry no nulls, so no vendor mapping has to look for them.
 
-    Nulls are allowed only at the top and one level down (pixel ids, a null value) and anywhere
-    in the pass-through ``client_context``; the rest of the schema refuses them.
+    Nulls are allowed only at the top, one level down (left out there by ``Members``) and
+    anywhere in the pass-through ``client_context``; the rest of the schema refuses them.
     """
     out = {key: value for key, value in event.items() if value is not None}
-    for key in ("user_data", "custom_data", "page"):
-        if key in out:
-            out[key] = {k: v for k, v in out[key].items() if v is not None}
     if "client_context" in out:
         out["client_context"] = _deep_without_nulls(out["client_context"])
     return out
@@ -146,17 +144,11 @@ class PageSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    type = fields.String(validate=validate.OneOf(PAGE_TYPES))
+    type = fields.String(validate=validate.OneOf(PAGE_TYPES), pre_load=lambda v: v.upper() if isinstance(v, str) else v)
     location = Text(max_length=2048)
     referrer = Text(max_length=2048)
     language = Text(max_length=20)
     data = fields.List(Text(max_length=500), validate=validate.Length(max=200))
-
-    @pre_load
-    def _upper_type(self, page: Any, **kwargs: Any) -> Any:
-        if isinstance(page, dict) and isinstance(page.get("type"), str):
-            page = {**page, "type": page["type"].upper()}
-        return page
 
 
 class ScreenSchema(Schema):
@@ -232,10 +224,10 @@ def canonical_schema_class(default_phone_region: str | None = None) -> type[Sche
         event_id = Identifier(load_default=_new_event_id)
         action_source = Text(load_default="website", max_length=64, validate=validate.Length(min=1))
         event_source_url = Text(allow_none=True, max_length=2048)
-        user_data = fields.Nested(user_data_schema_class(default_phone_region), load_default=dict)
+        user_data = Members(user_data_schema_class(default_phone_region), load_default=dict)
         client_context = fields.Nested(ClientContextSchema, allow_none=True)
-        custom_data = fields.Nested(CustomDataSchema, allow_none=True)
-        page = fields.Nested(PageSchema, allow_none=True)
+        custom_data = Members(CustomDataSchema, allow_none=True)
+        page = Members(PageSchema, allow_none=True)
         test_event_code = Text(allow_none=True, max_length=100)
 
         @post_load

@@ -16,7 +16,7 @@ import time
 from importlib import resources
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields
 
 from schemas import pii
 
@@ -109,6 +109,44 @@ def _line_item(item: Any) -> tuple[dict[str, Any], Any]:
         else:
             problems[key] = ["Unknown field."]
     return loaded, problems
+
+
+class Members(fields.Field):
+    """A nested object checked by the fields a schema declares, visiting only the keys present.
+
+    Errors are those of ``Nested``: unknown keys refused, missing required keys reported, each
+    key's own messages.  Nulls a field allows are left out of the result.  The canonical event's
+    sub-objects declare many optional fields and a request sends few; ``Nested`` visits every
+    declared field on every load, and that was a third of ``enqueue``'s time.
+    """
+
+    def __init__(self, schema: type[Schema], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.members = schema().load_fields
+        self.required_keys = frozenset(name for name, member in self.members.items() if member.required)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValidationError("Invalid input type.")
+        loaded: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        for key, raw in value.items():
+            member = self.members.get(key)
+            if member is None:
+                errors[key] = ["Unknown field."]
+                continue
+            try:
+                result = member.deserialize(raw, key, value)
+            except ValidationError as exc:
+                errors[key] = exc.messages
+                continue
+            if result is not None:
+                loaded[key] = result
+        for key in self.required_keys - value.keys():
+            errors[key] = ["Missing data for required field."]
+        if errors:
+            raise ValidationError(errors)
+        return loaded
 
 
 class Identifier(fields.Field):
