@@ -85,11 +85,12 @@ def run(
     try:
         step("relay: enqueue latency, worker idle")
         sink.reset()
-        released, reports = workloads.producers("relay", "single", env, 3000, 1, pace=0.002).run()
+        latency_run = workloads.producers("relay", "single", env, 3000, 1, pace=0.002, destinations=GRAVITY)
+        released, reports = latency_run.run()
         latencies = sorted(reports[0]["latencies"])
         results["enqueue_p50_ms"] = statistics.median(latencies) * 1000
         results["enqueue_p99_ms"] = latencies[int(len(latencies) * 0.99)] * 1000
-        sink.wait_for(3000, 60)
+        sink.wait_for(3000, 60, vendor="gravity_capi")
 
         step(f"relay: {args.events:,} single-event enqueues from 2 producers")
         cpu = CpuMeter(server=server.proc.pid, sink=sink.proc.pid, worker=worker.proc.pid)
@@ -142,7 +143,8 @@ def end_to_end(
     if cpu:
         cpu.start()
     released, reports = group.run()
-    finished = sink.wait_for(total, timeout=max(600, total / 50))
+    vendor = "gravity_capi" if system == "relay" else None
+    finished = sink.wait_for(total, timeout=max(600, total / 50), vendor=vendor)
     if cpu:
         cpu.stop(producers=sum(r["cpu"] for r in reports))
     if results is not None and mode == "single":

@@ -32,14 +32,15 @@ class Sink:
     def reset(self) -> None:
         urllib.request.urlopen(urllib.request.Request(self.url + "/reset", data=b"{}"), timeout=10).read()
 
-    def wait_for(self, events: int, timeout: float) -> float:
-        """Block until the sink has counted ``events``; return the time it happened."""
+    def wait_for(self, events: int, timeout: float, vendor: str | None = None) -> float:
+        """Block until the sink has counted ``events`` (of ``vendor``, or of all); return when."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if self.stats()["events"] >= events:
+            stats = self.stats()
+            if (stats["by_vendor"].get(vendor, 0) if vendor else stats["events"]) >= events:
                 return time.time()
             time.sleep(0.02)
-        raise TimeoutError(f"the sink counted {self.stats()['events']} of {events} events in {timeout} s")
+        raise TimeoutError(f"the sink counted {self.stats()} in {timeout} s, waiting for {events} events")
 
     def stop(self) -> None:
         self.proc.terminate()
