@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
+from worker.settings import DestinationSettings, settings_from_document
 
-__all__ = ["RedisServer", "WorkerProcess", "free_port", "wait_for", "write_config"]
+__all__ = ["RedisServer", "WorkerProcess", "destination_settings", "free_port", "wait_for", "write_config"]
+
+#: A Redis URL for settings that are only built, never connected.
+UNUSED_REDIS = "redis://settings-only.invalid:6379/0"
 
 
 class RedisServer(EmbeddedRedis):
@@ -21,6 +25,12 @@ class RedisServer(EmbeddedRedis):
 
     def __init__(self) -> None:
         super().__init__(databases=4)
+
+
+def destination_settings(name: str, table: dict[str, Any], **env: str) -> DestinationSettings:
+    """One ``[destinations.<name>]`` table as the settings loader turns it into settings."""
+    settings = settings_from_document({"destinations": {name: table}}, {"REDIS_URL": UNUSED_REDIS, **env})
+    return settings.destinations[name]
 
 
 def wait_for(

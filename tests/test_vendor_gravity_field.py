@@ -14,9 +14,10 @@ from marshmallow import ValidationError
 
 from schemas.canonical import canonical_schema
 from schemas.gravity_field import event_request_schema, page_request_schema
+from tests.support import destination_settings
 from worker.batching import Batcher
 from worker.outcomes import Accepted, Rejected, RetryLater
-from worker.settings import DestinationSettings, settings_from_document
+from worker.settings import DestinationSettings
 from worker.vendors import adapter_classes, adapter_for
 from worker.vendors.base import Part
 from worker.vendors.gravity_field import GravityFieldAdapter
@@ -33,10 +34,7 @@ EMAIL_SHA256 = hashlib.sha256(EMAIL.encode()).hexdigest()
 
 def destination(**options: Any) -> DestinationSettings:
     table = {"vendor": "gravity_field", "api_key_env": KEY_ENV, **options}
-    settings = settings_from_document(
-        {"destinations": {"field": table}}, {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY}
-    )
-    return settings.destinations["field"]
+    return destination_settings("field", table, **{KEY_ENV: API_KEY})
 
 
 def adapter(**options: Any) -> GravityFieldAdapter:

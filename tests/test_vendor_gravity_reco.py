@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 
 from schemas.canonical import canonical_schema
 from schemas.gravity_reco import RecoEventSchema
+from tests.support import UNUSED_REDIS, destination_settings
 from worker.errors import ConfigurationError
 from worker.outcomes import Accepted, Rejected, RetryLater, TooLarge
 from worker.settings import DestinationSettings, settings_from_document
@@ -30,10 +31,7 @@ EVENT_TIME = 1718973400
 
 def destination(**options: Any) -> DestinationSettings:
     table = {"vendor": "gravity_reco", "api_key_env": KEY_ENV, "username": USERNAME, "base_url": BASE_URL, **options}
-    settings = settings_from_document(
-        {"destinations": {"reco": table}}, {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY}
-    )
-    return settings.destinations["reco"]
+    return destination_settings("reco", table, **{KEY_ENV: API_KEY})
 
 
 def adapter(**options: Any) -> GravityRecoAdapter:
@@ -125,26 +123,20 @@ def test_destination_without_base_url_uses_customer_and_location():
         "customer": "mywebshop",
         "location": "ams",
     }
-    settings = settings_from_document(
-        {"destinations": {"reco": table}}, {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY}
-    )
+    settings = settings_from_document({"destinations": {"reco": table}}, {"REDIS_URL": UNUSED_REDIS, KEY_ENV: API_KEY})
     assert settings.destinations["reco"].base_url == BASE_URL
 
 
 def test_destination_without_any_base_url_is_a_configuration_error():
     table = {"vendor": "gravity_reco", "api_key_env": KEY_ENV, "username": "u"}
     with pytest.raises(ConfigurationError, match="customer and location"):
-        settings_from_document(
-            {"destinations": {"reco": table}}, {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY}
-        )
+        settings_from_document({"destinations": {"reco": table}}, {"REDIS_URL": UNUSED_REDIS, KEY_ENV: API_KEY})
 
 
 def test_destination_needs_a_username():
     table = {"vendor": "gravity_reco", "api_key_env": KEY_ENV, "base_url": BASE_URL}
     with pytest.raises(ConfigurationError, match="username"):
-        settings_from_document(
-            {"destinations": {"reco": table}}, {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY}
-        )
+        settings_from_document({"destinations": {"reco": table}}, {"REDIS_URL": UNUSED_REDIS, KEY_ENV: API_KEY})
 
 
 # --- mapping ------------------------------------------------------------------------------------

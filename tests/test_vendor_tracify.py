@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from conversion_relay.jsonfile import PayloadParseError, parse_json
 from schemas.canonical import canonical_schema
 from schemas.tracify import TracifyEventSchema
+from tests.support import UNUSED_REDIS, destination_settings
 from worker.errors import ConfigurationError
 from worker.outcomes import Accepted, Rejected, RetryLater
 from worker.settings import DestinationSettings, settings_from_document
@@ -41,10 +42,7 @@ EMAIL_KEY = "9f7185e0665d28c86f2426af5c2a5c45bc3faba9cdee34ea3ddd5dd3cfa0f0fd"
 
 def destination(**options: Any) -> DestinationSettings:
     table = {"vendor": "tracify", "api_key_env": KEY_ENV, "customer_site_id": CSID, **options}
-    settings = settings_from_document(
-        {"destinations": {"tracify": table}}, {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY}
-    )
-    return settings.destinations["tracify"]
+    return destination_settings("tracify", table, **{KEY_ENV: API_KEY})
 
 
 def adapter(**options: Any) -> TracifyAdapter:
@@ -109,7 +107,7 @@ def test_destination_needs_a_customer_site_id():
     with pytest.raises(ConfigurationError, match="customer_site_id"):
         settings_from_document(
             {"destinations": {"tracify": {"vendor": "tracify", "api_key_env": KEY_ENV}}},
-            {"REDIS_URL": "redis://127.0.0.1:6379/0", KEY_ENV: API_KEY},
+            {"REDIS_URL": UNUSED_REDIS, KEY_ENV: API_KEY},
         )
 
 
