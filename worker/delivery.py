@@ -56,9 +56,6 @@ class Ledger:
                 done.append(origin)
         return done
 
-    def __len__(self) -> int:
-        return len(self._open)
-
 
 class Delivery:
     def __init__(

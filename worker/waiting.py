@@ -98,9 +98,6 @@ class WaitingBatches:
                 return WaitingBatch.from_redis(raw)
             self.redis.zrem(self.keys.retry(destination), batch_id)
 
-    def has_due(self, destination: str, now: float) -> bool:
-        return bool(self.redis.zrangebyscore(self.keys.retry(destination), "-inf", now, start=0, num=1))
-
     def count(self, destination: str) -> int:
         return int(self.redis.zcard(self.keys.retry(destination)))
 
