@@ -76,7 +76,8 @@ def run(started: list[Any]) -> int:
     accepted = EVENTS - rejected
     print(
         f"  accepted {accepted:,}, rejected at enqueue {rejected} (field errors, nothing stored); "
-        f"enqueue p50 {statistics.median(latencies):.2f} ms, p99 {percentile(latencies, 99):.2f} ms\n"
+        f"enqueue p50 {statistics.median(latencies):.2f} ms, p99 {percentile(latencies, 99):.2f} ms "
+        "(worker busy delivering)\n"
     )
 
     began = time.monotonic()
