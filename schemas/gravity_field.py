@@ -58,26 +58,22 @@ def event_field() -> fields.Field:
     return AnyOf(list(by_type.values()) + [custom], choose=choose)
 
 
+def _request_fields(builder: Builder) -> dict[str, fields.Field]:
+    """What every SSAPI request carries: one user, one session, one context."""
+    return {name: _component(builder, name, required=True) for name in ("user", "session", "context")}
+
+
 @functools.cache
 def event_request_schema() -> Schema:
     """The body of ``POST /ssapi/event``: one user and session, one context, its events."""
-    builder = Builder(load_document(DOCUMENT))
-    declared = {
-        "user": _component(builder, "user", required=True),
-        "session": _component(builder, "session", required=True),
-        "context": _component(builder, "context", required=True),
-        "events": fields.List(event_field(), required=True),
-    }
+    declared = _request_fields(Builder(load_document(DOCUMENT)))
+    declared["events"] = fields.List(event_field(), required=True)
     return Schema.from_dict(declared, name="GravityFieldEventRequest")(unknown=RAISE)
 
 
 @functools.cache
 def page_request_schema() -> Schema:
     """The body of ``POST /ssapi/page``: a page view, with no events."""
-    builder = Builder(load_document(DOCUMENT))
-    declared = {
-        "user": _component(builder, "user", required=True),
-        "session": _component(builder, "session", required=True),
-        "context": _component(builder, "context", required=True),
-    }
-    return Schema.from_dict(declared, name="GravityFieldPageRequest")(unknown=RAISE)
+    return Schema.from_dict(_request_fields(Builder(load_document(DOCUMENT))), name="GravityFieldPageRequest")(
+        unknown=RAISE
+    )

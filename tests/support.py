@@ -14,7 +14,7 @@ from typing import Any
 from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
 from worker.settings import DestinationSettings, settings_from_document
 
-__all__ = ["RedisServer", "WorkerProcess", "destination_settings", "free_port", "wait_for", "write_config"]
+__all__ = ["FakeClock", "RedisServer", "WorkerProcess", "destination_settings", "free_port", "wait_for", "write_config"]
 
 #: A Redis URL for settings that are only built, never connected.
 UNUSED_REDIS = "redis://settings-only.invalid:6379/0"
@@ -25,6 +25,16 @@ class RedisServer(EmbeddedRedis):
 
     def __init__(self) -> None:
         super().__init__(databases=4)
+
+
+class FakeClock:
+    """A clock a test sets by hand (``clock.now += 3600``)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def destination_settings(name: str, table: dict[str, Any], **env: str) -> DestinationSettings:

@@ -11,18 +11,11 @@ import pytest
 import requests
 
 from sandbox import VENDOR_SANDBOXES, Faults, GravityCapiSandbox, SandboxServer
+from tests.support import FakeClock
 
 KEY = "sandbox-key"
 T0 = 1_700_000_000.0
 HOURS_48 = 48 * 3600
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

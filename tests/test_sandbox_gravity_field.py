@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from sandbox import VENDOR_SANDBOXES, GravityFieldSandbox, SandboxServer
+from tests.support import FakeClock
 
 KEY = "sandbox-key"
 T0 = 1_700_000_000.0
@@ -37,14 +38,6 @@ EVENT_SCHEMAS = [
     "login",
     "customEvent",
 ]
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -93,6 +93,8 @@ class Drainer:
         #: While a chunk fills, read this often instead of waking for every event.
         self._poll_seconds = min(0.05, self.settings.flush_deadline_seconds / 4)
         self.report = DrainReport(destination=destination)
+        self._owned = False
+        self._next_heartbeat = 0.0
 
     def run(self) -> DrainReport:
         started = self.clock()
@@ -106,14 +108,10 @@ class Drainer:
         return self.report
 
     def _rounds(self, budget_end: float) -> str:
-        next_heartbeat = next_due_check = next_reclaim = 0.0
+        next_due_check = next_reclaim = 0.0
         while (now := self.clock()) < budget_end:
-            if now >= next_heartbeat:
-                owned, paused_until = self.leases.heartbeat(self.name, self.slot, self.token, self.lease_seconds)
-                if not owned:
-                    return "lease_lost"
-                self.delivery.paused_until = max(paused_until or 0.0, self.delivery.paused_until or 0.0)
-                next_heartbeat = now + HEARTBEAT_SECONDS
+            if not self._keep_lease():
+                return "lease_lost"
             if (self.delivery.paused_until or 0.0) > now:
                 return "backing_off"
             if now >= next_due_check:
@@ -145,6 +143,17 @@ class Drainer:
             # than wake for each one (every read costs a round trip on both sides).
             self.sleep(max(0.0, min(self._poll_seconds, self._until_deadline())))
         return "budget_spent"
+
+    def _keep_lease(self) -> bool:
+        """Renew the lease at most once per ``HEARTBEAT_SECONDS`` (it lasts far longer, and a
+        request per user would otherwise cost a script call each); note any back-off set
+        elsewhere.  False once another drain owns the slot."""
+        now = self.clock()
+        if now >= self._next_heartbeat:
+            self._owned, paused_until = self.leases.heartbeat(self.name, self.slot, self.token, self.lease_seconds)
+            self.delivery.paused_until = max(paused_until or 0.0, self.delivery.paused_until or 0.0)
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+        return self._owned
 
     def _reclaim(self) -> list[Entry]:
         entries = self.dest.stream.reclaim(self.rt.consumer, self.settings.reclaim_idle_seconds, MAX_READ)
@@ -234,7 +243,7 @@ class Drainer:
         if paused_until and paused_until > self.clock():
             self.delivery.defer(chunk, paused_until)
             return
-        self.leases.heartbeat(self.name, self.slot, self.token, self.lease_seconds)
+        self._keep_lease()
         outcome = self.delivery.send(chunk)
         self.report.batches += 1
         kind = type(outcome).__name__
