@@ -8,6 +8,7 @@ sends them through the relay (``Relay.enqueue``) or the naive baseline (validate
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing as mp
 import os
 import random
@@ -18,6 +19,8 @@ from typing import Any
 from conversion_relay.samples import conversion
 
 BULK = 1000
+#: Numbers each producer group, so that no two runs send the same event ids.
+_RUNS = itertools.count()
 
 
 @dataclass
@@ -125,7 +128,12 @@ def producers(
     destinations: list[str] | None = None,
 ) -> Producers:
     share = total // processes
-    jobs = [Job(system, mode, env, i * share + i * 10_000_000, share, pace, destinations) for i in range(processes)]
+    # Ids are unique across runs too: the relay takes a repeated call (same ids, same
+    # destinations) within enqueue_dedup_seconds as a retry and stores it once.
+    base = next(_RUNS) * 1_000_000_000
+    jobs = [
+        Job(system, mode, env, base + i * share + i * 10_000_000, share, pace, destinations) for i in range(processes)
+    ]
     return Producers(_produce, [(job,) for job in jobs])
 
 

@@ -1,13 +1,14 @@
 """The producer: the one call a web app makes.
 
 ``Relay.enqueue`` validates and hashes in the calling process, then stores the events with one
-Redis command (a script doing one ``XADD`` per event and destination).  It never talks to Celery or to a
-vendor, so it costs a schema load and a Redis round trip, and either every event of the call is
-stored or none is.
+Redis command (a script appending each event to its partition of every target destination).  It
+never talks to Celery or to a vendor, so it costs a schema load and a Redis round trip, and for
+each destination either every event of the call is stored or none is.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,23 +17,50 @@ import redis
 from marshmallow import ValidationError
 
 from schemas.canonical import canonical_many_schema, canonical_schema
-from worker.errors import EnqueueError, EventValidationError
+from worker.errors import BacklogFullError, EnqueueError, EventValidationError
 from worker.keys import Keys
+from worker.partitions import event_hash, payload_hash
 from worker.runtime import connect
 from worker.settings import Settings, load_settings
 from worker.vendors import VendorAdapter, adapter_for
 
-# One command, so one round trip and all-or-nothing: every event to every destination's stream,
-# and the accepted counters.  KEYS: stream and stats key of each destination; ARGV: the events.
-# ARGV[1] is the entry field: c (canonical event) or n (vendor-native item).
+# One command, so one round trip, and all-or-nothing per destination.
+# KEYS: memory flag, call key, then per destination its stats key and its partition streams.
+# ARGV: entry field (c or n), destination count, dedup ms, (partitions, cap) per destination,
+#       then (partition hash, payload) per event.
+# Returns {-1} above the memory high-water mark, {-2} for a call already stored, else
+# {destinations stored, (index, backlog) of each destination refused for its cap...}.
 _APPEND = """
-for d = 1, #KEYS, 2 do
-  for i = 2, #ARGV do
-    redis.call('XADD', KEYS[d], '*', ARGV[1], ARGV[i])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
+local dedup_ms = tonumber(ARGV[3])
+if dedup_ms > 0 and redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
+local ndest = tonumber(ARGV[2])
+local first = 4 + 2 * ndest
+local nevents = (#ARGV - first + 1) / 2
+local open, refused = {}, {}
+local key = 3
+for d = 1, ndest do
+  local parts, cap = tonumber(ARGV[2 + 2 * d]), tonumber(ARGV[3 + 2 * d])
+  local backlog = 0
+  for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + k]) end
+  if cap > 0 and backlog + nevents > cap then
+    refused[#refused + 1] = {d, backlog}
+  else
+    open[#open + 1] = {key, parts}
   end
-  redis.call('HINCRBY', KEYS[d + 1], 'accepted', #ARGV - 1)
+  key = key + 1 + parts
 end
-return #ARGV - 1
+for _, dest in ipairs(open) do
+  local stats, parts = dest[1], dest[2]
+  for i = first, #ARGV, 2 do
+    redis.call('XADD', KEYS[stats + 1 + tonumber(ARGV[i]) % parts], '*', ARGV[1], ARGV[i + 1])
+  end
+  redis.call('HINCRBY', KEYS[stats], 'accepted', nevents)
+end
+if #open > 0 and dedup_ms > 0 then redis.call('SET', KEYS[2], '1', 'PX', dedup_ms) end
+local out = {#open}
+for _, r in ipairs(refused) do out[#out + 1] = r[1]; out[#out + 1] = r[2] end
+return out
 """
 
 
@@ -58,6 +86,7 @@ class Relay:
         self._all = tuple(d.name for d in self.settings.enabled_destinations)
         self._append = self.redis.register_script(_APPEND)
         self._adapters: dict[str, VendorAdapter] = {}
+        self._layouts: dict[tuple[str, ...], tuple[list[str], list[Any], bool]] = {}
 
     def enqueue(
         self,
@@ -77,7 +106,11 @@ class Relay:
         Raises:
             EventValidationError: naming every bad field (by index for a list); nothing of the
                 call was enqueued.
-            EnqueueError: Redis could not be reached; nothing of the call was enqueued.
+            BacklogFullError: a destination is full; nothing was stored for it (``full``), the
+                others of the call did store the events (``stored_in``).
+            EnqueueError: Redis could not take the events.  If ``maybe_stored`` is true (a
+                timeout), retry with the same ``event_id``s (``exc.event_ids``): the same call
+                is recognised and stored once.
         """
         many = not isinstance(events, Mapping)
         if many and (isinstance(events, (str, bytes)) or not isinstance(events, Sequence)):
@@ -89,8 +122,13 @@ class Relay:
         except ValidationError as exc:
             raise EventValidationError(exc.messages, many=many) from None
         targets = self._targets(destinations)
-        self._store(targets, b"c", self._encode(loaded, many))
-        return [event["event_id"] for event in loaded]
+        ids = [event["event_id"] for event in loaded]
+        encoded = self._encode(loaded, many)
+        keys, caps, partitioned = self._layout(targets)
+        hashes = [event_hash(e) for e in loaded] if partitioned else None
+        digest = self._digest(targets, loaded)
+        self._store(targets, keys, caps, b"c", encoded, hashes, digest, ids)
+        return ids
 
     def enqueue_native(self, destination: str, payload: Any, *, operation: str | None = None) -> int:
         """Validate and store a vendor-native payload for one destination.
@@ -105,6 +143,7 @@ class Relay:
 
         Raises:
             EventValidationError: the payload does not match the vendor's schema; nothing stored.
+            BacklogFullError, EnqueueError: as for :meth:`enqueue`.
         """
         adapter = self._adapter(destination)
         try:
@@ -113,7 +152,10 @@ class Relay:
             raise EventValidationError(exc.messages) from None
         encoded = [orjson.dumps({"o": operation, "p": item}) for item in items]
         if encoded:
-            self._store((destination,), b"n", encoded)
+            targets = (destination,)
+            keys, caps, partitioned = self._layout(targets)
+            hashes = [payload_hash(e) for e in encoded] if partitioned else None
+            self._store(targets, keys, caps, b"n", encoded, hashes, None, ())
         return len(encoded)
 
     def _adapter(self, destination: str) -> VendorAdapter:
@@ -122,20 +164,108 @@ class Relay:
             found = self._adapters[destination] = adapter_for(self.settings.destination(destination))
         return found
 
-    def _store(self, targets: Sequence[str], field: bytes, encoded: list[bytes]) -> None:
-        keys = [key for name in targets for key in (self.keys.stream(name), self.keys.stats(name))]
+    def _layout(self, targets: tuple[str, ...]) -> tuple[list[str], list[Any], bool]:
+        """Keys and per-destination arguments of the append script for ``targets`` (cached)."""
+        found = self._layouts.get(targets)
+        if found is None:
+            keys: list[str] = []
+            args: list[Any] = []
+            for name in targets:
+                dest = self.settings.destination(name)
+                keys += [self.keys.stats(name), *self.keys.streams(name, dest.parallel_drains)]
+                args += [dest.parallel_drains, dest.max_backlog_events]
+            partitioned = any(self.settings.destination(n).parallel_drains > 1 for n in targets)
+            found = self._layouts[targets] = (keys, args, partitioned)
+        return found
+
+    def _digest(self, targets: tuple[str, ...], events: list[dict[str, Any]]) -> str | None:
+        """What identifies a call: its destinations and each event's id and name (a retry after
+        a timeout generates new times, but carries the same ids)."""
+        if self.settings.enqueue_dedup_seconds <= 0:
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update("\0".join(targets).encode())
+        for event in events:
+            digest.update(f"\1{event['event_id']}\0{event['event_name']}".encode())
+        return digest.hexdigest()
+
+    def _store(
+        self,
+        targets: tuple[str, ...],
+        dest_keys: list[str],
+        dest_args: list[Any],
+        field: bytes,
+        encoded: list[bytes],
+        hashes: list[int] | None,
+        digest: str | None,
+        ids: Sequence[str],
+    ) -> None:
+        dedup_ms = int(self.settings.enqueue_dedup_seconds * 1000) if digest else 0
+        keys = [self.keys.memory, self.keys.call(digest) if digest else self.keys.memory, *dest_keys]
+        per_event: list[Any] = []
+        for index, body in enumerate(encoded):
+            per_event += (hashes[index] if hashes else 0, body)
+        args = [field, len(targets), dedup_ms, *dest_args, *per_event]
         try:
             try:
                 # EVALSHA directly: redis-py's Script wrapper costs a fifth of the round trip.
-                self.redis.execute_command("EVALSHA", self._append.sha, len(keys), *keys, field, *encoded)
+                reply = self.redis.execute_command("EVALSHA", self._append.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                self._append(keys=keys, args=[field, *encoded])  # loads the script, then runs it
+                reply = self._append(keys=keys, args=args)  # loads the script, then runs it
         except redis.RedisError as exc:
-            where = self.redis.connection_pool.connection_kwargs
-            raise EnqueueError(
-                f"Redis at {where.get('host')}:{where.get('port')} did not take the events "
-                f"({type(exc).__name__}); nothing was enqueued. Check REDIS_URL and retry."
-            ) from None
+            raise self._error(exc, ids) from None
+        stored = int(reply[0])
+        if stored == -1:
+            raise BacklogFullError(
+                "Redis is above the relay's memory high-water mark (relay.memory_high_water of "
+                "maxmemory); nothing was enqueued. Delivery frees memory and enqueue resumes by "
+                "itself; retry later, or give Redis more memory.",
+                full={name: -1 for name in targets},
+                stored_in=(),
+                event_ids=ids,
+            )
+        if len(reply) > 1:
+            full = {targets[int(reply[i]) - 1]: int(reply[i + 1]) for i in range(1, len(reply), 2)}
+            stored_in = tuple(name for name in targets if name not in full)
+            limits = ", ".join(
+                f"{name} ({backlog} events waiting, max_backlog_events "
+                f"{self.settings.destination(name).max_backlog_events})"
+                for name, backlog in full.items()
+            )
+            where = f"; stored for {', '.join(stored_in)}" if stored_in else "; nothing was enqueued"
+            raise BacklogFullError(
+                f"Destination full: {limits}{where}. Retry later for the full destinations only "
+                "(destinations=exc.full) with the same event_ids (exc.event_ids).",
+                full=full,
+                stored_in=stored_in,
+                event_ids=ids,
+            )
+
+    def _error(self, exc: redis.RedisError, ids: Sequence[str]) -> EnqueueError:
+        where = self.redis.connection_pool.connection_kwargs
+        server = f"Redis at {where.get('host')}:{where.get('port')}"
+        kind = type(exc).__name__
+        if isinstance(exc, redis.ResponseError):
+            if str(exc).startswith("OOM"):
+                return EnqueueError(
+                    f"{server} is out of memory (maxmemory reached); nothing was enqueued. "
+                    "Give Redis more memory or lower max_backlog_events.",
+                    event_ids=ids,
+                )
+            return EnqueueError(f"{server} refused the events ({kind}); nothing was enqueued.", event_ids=ids)
+        # redis-py says "Error ... connecting to" when no connection could be made at all: the
+        # command never left.  Any other failure may have come after Redis ran the script.
+        if isinstance(exc, redis.ConnectionError) and "connecting to" in str(exc):
+            return EnqueueError(
+                f"{server} could not be reached ({kind}); nothing was enqueued. Check REDIS_URL and retry.",
+                event_ids=ids,
+            )
+        return EnqueueError(
+            f"{server} did not answer ({kind}); the events may have been stored. Retry with the same "
+            "event_ids (exc.event_ids): the same call is recognised and stored once.",
+            event_ids=ids,
+            maybe_stored=True,
+        )
 
     @staticmethod
     def _encode(events: list[dict[str, Any]], many: bool) -> list[bytes]:

@@ -1,8 +1,8 @@
-"""``relay.drain``: deliver what is waiting for one destination.
+"""``relay.drain``: deliver what is waiting in one partition of a destination.
 
 Sent by the scheduler (see :mod:`worker.scheduler`) to the destination's own queue, never by
 producers.  Its arguments are the destination name, the lease token the scheduler took and the
-drain slot it belongs to.
+partition it belongs to.
 """
 
 from __future__ import annotations
@@ -10,19 +10,14 @@ from __future__ import annotations
 from worker.app import app
 from worker.drain import Drainer
 from worker.runtime import runtime
+from worker.settings import drain_hard_limit
 
-_settings = app.relay_settings
-# The budget bounds the task; the limit is a backstop for a vendor that never answers.
-_HARD_LIMIT = int(
-    _settings.drain_budget_seconds
-    + 3 * max((d.request_timeout_seconds for d in _settings.destinations.values()), default=10.0)
-    + 30
+
+@app.task(
+    name="relay.drain", acks_late=True, ignore_result=True, time_limit=int(drain_hard_limit(app.relay_settings)) + 1
 )
-
-
-@app.task(name="relay.drain", acks_late=True, ignore_result=True, time_limit=_HARD_LIMIT)
 def drain(destination: str, token: str, slot: int = 0) -> dict[str, object]:
-    """Drain ``destination`` while holding the lease ``token`` of drain slot ``slot``."""
+    """Drain partition ``slot`` of ``destination`` while holding its lease ``token``."""
     return Drainer(runtime(app.relay_settings), destination, token, slot).run().as_dict()
 
 

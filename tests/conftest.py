@@ -33,7 +33,7 @@ FAST_RELAY: dict[str, Any] = {
     "backoff_base_seconds": 0.05,
     "backoff_cap_seconds": 0.4,
     "tick_seconds": 0.05,
-    "reclaim_idle_seconds": 4.0,
+    "lease_seconds": 2.0,
     "drain_budget_seconds": 5.0,
     "visibility_timeout_seconds": 30.0,
 }

@@ -5,10 +5,8 @@ from __future__ import annotations
 from tests.support import wait_for
 
 CRASH_RELAY = {
-    # Low so the test sees the take-over quickly: held events are reclaimed after 4 s idle and
-    # the drain task's message comes back from the broker after 6 s.
-    "reclaim_idle_seconds": 4.0,
-    "visibility_timeout_seconds": 6.0,
+    # Low so the test sees the take-over quickly: a dead drain's lease runs out after 2 s.
+    "lease_seconds": 2.0,
     "drain_budget_seconds": 3.0,
 }
 

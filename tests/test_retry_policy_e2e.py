@@ -41,7 +41,7 @@ def test_max_attempts_limits_the_requests(make_stack, gravity):
 
 
 def test_a_long_retry_after_waits_in_redis_not_on_a_broker_countdown(make_stack, gravity):
-    stack = make_stack(relay={"visibility_timeout_seconds": 10.0})
+    stack = make_stack(relay={"visibility_timeout_seconds": 25.0})
     stack.start_worker()
     gravity.configure(statuses=[{"status": 429, "retry_after": "7200"}])
     stack.relay.enqueue(events(3))

@@ -93,7 +93,8 @@ def test_valid_file_relay_keys_are_applied_and_others_defaulted(tmp_path):
     assert settings.backoff_base_seconds == 2.0
     assert settings.key_prefix == "shop"
     assert settings.backoff_cap_seconds == 600.0
-    assert settings.reclaim_idle_seconds == 60.0
+    assert settings.lease_seconds == 5.0
+    assert settings.probe_interval_seconds == 5.0
     assert settings.redis_url == LOCAL_REDIS
     assert settings.broker_url == settings.redis_url
     assert settings.secrets == [SECRET]
@@ -252,23 +253,26 @@ def test_several_errors_are_all_reported(tmp_path):
     assert "destinations.gravity.colour" in message
 
 
-def test_reclaim_idle_not_above_flush_deadline_plus_timeouts_is_refused(tmp_path):
-    # 0.5 s flush deadline + 3.05 s connect + 10 s read = 13.55 s held.
-    message = config_error(tmp_path, VALID.replace("[relay]\n", "[relay]\nreclaim_idle_seconds = 13.55\n"))
-    assert message.startswith("relay.reclaim_idle_seconds: 13.55 is not above the 13.55 s")
-    assert "'gravity'" in message
-    assert "flush deadline + connect and read timeouts" in message
+def test_reclaim_idle_seconds_is_refused_with_its_new_name(tmp_path):
+    message = config_error(tmp_path, VALID.replace("[relay]\n", "[relay]\nreclaim_idle_seconds = 60.0\n"))
+    assert "relay.reclaim_idle_seconds: Renamed to lease_seconds" in message
 
 
-def test_reclaim_idle_just_above_hold_time_is_accepted(tmp_path):
-    settings = load_text(tmp_path, VALID.replace("[relay]\n", "[relay]\nreclaim_idle_seconds = 13.6\n"))
-    assert settings.reclaim_idle_seconds == 13.6
+def test_lease_seconds_is_applied(tmp_path):
+    settings = load_text(tmp_path, VALID.replace("[relay]\n", "[relay]\nlease_seconds = 3.0\n"))
+    assert settings.lease_seconds == 3.0
 
 
-def test_drain_budget_not_below_visibility_timeout_is_refused(tmp_path):
-    text = VALID.replace("[relay]\n", "[relay]\ndrain_budget_seconds = 100.0\nvisibility_timeout_seconds = 100.0\n")
+def test_visibility_timeout_not_above_the_drain_task_hard_limit_is_refused(tmp_path):
+    # 100 s budget + 2 x 13.05 s request + 10 s = 136 s a drain task may run.
+    text = VALID.replace("[relay]\n", "[relay]\ndrain_budget_seconds = 100.0\nvisibility_timeout_seconds = 136.0\n")
     message = config_error(tmp_path, text)
-    assert "relay.drain_budget_seconds" in message and "visibility_timeout_seconds" in message
+    assert message.startswith("relay.visibility_timeout_seconds: 136.0 is not above the 136 s a drain task may run")
+
+
+def test_visibility_timeout_above_the_drain_task_hard_limit_is_accepted(tmp_path):
+    text = VALID.replace("[relay]\n", "[relay]\ndrain_budget_seconds = 100.0\nvisibility_timeout_seconds = 137.0\n")
+    assert load_text(tmp_path, text).visibility_timeout_seconds == 137.0
 
 
 @pytest.mark.parametrize("name", ["Gravity", "9lives", "has space", "dots.in.name", "x" * 41])

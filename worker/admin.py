@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from worker import stats
-from worker.deadletter import DeadLetterStore, Selection
+from worker.deadletter import DeadLetter, DeadLetterStore, Selection
 from worker.keys import Keys
-from worker.stream import EventStream
+from worker.stream import destination_backlog
 from worker.waiting import WaitingBatches
 
 if TYPE_CHECKING:
@@ -51,11 +51,20 @@ class Admin:
         return written
 
     def replay(self, selection: Selection, *, dry_run: bool = True) -> dict[str, Any]:
-        """Send matching entries again: each goes back to its destination as a batch due now.
+        """Send matching entries again: each goes back to its destination, due now -- vendor
+        payloads as a waiting batch, stored events that were never mapped to the stream.
 
         Entries that fail again return to the store with a new id.
         """
-        return self._apply(selection, dry_run, lambda letter, now: self.letters.replay(letter, now) is not None)
+        return self._apply(
+            selection,
+            dry_run,
+            lambda letter, now: self.letters.replay(letter, now, self._partitions(letter)) is not None,
+        )
+
+    def _partitions(self, letter: DeadLetter) -> int:
+        dest = self.settings.destinations.get(letter.destination)
+        return dest.partitions if dest else 1
 
     def purge(self, selection: Selection, *, dry_run: bool = True) -> dict[str, Any]:
         return self._apply(selection, dry_run, lambda letter, now: self.letters.purge(letter))
@@ -96,13 +105,12 @@ class Admin:
         attempts and next attempt time."""
         report: dict[str, Any] = {}
         for dest in self.settings.destinations.values():
-            stream = EventStream(self.redis, self.keys, dest.name)
             paused = self.redis.get(self.keys.pause(dest.name))
             report[dest.name] = {
                 "vendor": dest.vendor,
                 "enabled": dest.enabled,
                 "counters": stats.read(self.redis, self.keys, dest.name),
-                "backlog": stream.backlog(),
+                "backlog": destination_backlog(self.redis, self.keys, dest.name, dest.partitions),
                 "backing_off_until": float(paused) if paused else None,
                 "waiting_batches": self.waiting.count(dest.name),
                 "waiting": [b.summary() for b in self.waiting.list(dest.name, waiting_limit)],

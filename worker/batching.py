@@ -28,6 +28,14 @@ class Chunk:
     oldest_enqueued_at: float = 0.0
     size: int = 0
 
+    @property
+    def batch_id(self) -> str | None:
+        """The waiting batch the parts came from, if they came from one (``b:<id>`` origins)."""
+        for origin in self.origins:
+            if origin.startswith("b:"):
+                return origin[2:]
+        return None
+
     def split(self) -> tuple[Chunk, Chunk]:
         middle = len(self.parts) // 2
         envelope = self.size - sum(map(len, self.parts)) - (len(self.parts) - 1) if self.size else 0

@@ -3,8 +3,10 @@ purged.
 
 Entries are hashes indexed by two sorted sets scored by the last failure time: one for all
 destinations and one per destination, so listing by time or destination never scans.  Replay
-moves an entry back to its destination's waiting batches in one Lua script, so an entry is in
-exactly one place at any moment and two replays of it cannot both succeed.
+moves an entry back in one Lua script, so an entry is in exactly one place at any moment and two
+replays of it cannot both succeed: vendor payloads go to the destination's waiting batches, and
+stored events that never became vendor payloads (``mapping_error``, ``redelivered_too_often``:
+``entry_field`` is set) go back to the destination's stream, to be mapped again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from worker.partitions import event_hash, payload_hash
 
 if TYPE_CHECKING:
     import redis
@@ -42,13 +46,26 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
+_REPLAY_ENTRY = """
+-- KEYS: entry, dlq index, destination index, the stream partition.  ARGV: entry id
+local parts = redis.call('HGET', KEYS[1], 'parts')
+if not parts then return 0 end
+local field = redis.call('HGET', KEYS[1], 'entry_field')
+for _, body in ipairs(cjson.decode(parts)) do redis.call('XADD', KEYS[4], '*', field, body) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
 
 @dataclass
 class DeadLetter:
     """Parts a destination could not take, and why.
 
     ``errors`` maps the index of a part to the vendor's message for it, when the vendor judged
-    parts one by one.
+    parts one by one.  ``entry_field`` is ``c`` or ``n`` when the parts are stored entries (a
+    canonical event or a native item) that were never mapped to a vendor payload.
     """
 
     destination: str
@@ -62,6 +79,7 @@ class DeadLetter:
     first_failed_at: float
     last_failed_at: float
     errors: dict[str, str] = field(default_factory=dict)
+    entry_field: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_redis(self) -> dict[str, str]:
@@ -87,6 +105,7 @@ class DeadLetter:
             first_failed_at=float(data["first_failed_at"]),
             last_failed_at=float(data["last_failed_at"]),
             errors=json.loads(data.get("errors") or "{}"),
+            entry_field=data.get("entry_field", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +141,7 @@ class DeadLetterStore:
         self.redis = client
         self.keys = keys
         self._replay = client.register_script(_REPLAY)
+        self._replay_entry = client.register_script(_REPLAY_ENTRY)
 
     def add(self, pipe: redis.client.Pipeline, letter: DeadLetter) -> None:
         pipe.hset(self.keys.dlq_entry(letter.id), mapping=letter.to_redis())
@@ -170,21 +190,29 @@ class DeadLetterStore:
     def count(self, destination: str | None = None) -> int:
         return int(self.redis.zcard(self.keys.dlq_for(destination) if destination else self.keys.dlq))
 
-    def replay(self, letter: DeadLetter, now: float | None = None) -> str | None:
-        """Move an entry back to its destination's waiting batches, due now.
+    def replay(self, letter: DeadLetter, now: float | None = None, partitions: int = 1) -> str | None:
+        """Move an entry back to its destination, due now.
+
+        Vendor payloads become a waiting batch; stored events (``entry_field`` set) go back to
+        the partition of the destination's stream they belong to (of ``partitions``).
 
         Returns:
-            The id of the new waiting batch, or ``None`` if the entry was already gone.
+            The id of the new waiting batch (or of the letter, for stored events), or ``None``
+            if the entry was already gone.
         """
+        indexes = [self.keys.dlq_entry(letter.id), self.keys.dlq, self.keys.dlq_for(letter.destination)]
+        if letter.entry_field:
+            encoded = letter.parts[0].encode() if letter.parts else b""
+            if letter.entry_field == "c":
+                slot = event_hash(json.loads(encoded)) % partitions if encoded else 0
+            else:
+                slot = payload_hash(encoded) % partitions
+            stream = self.keys.stream(letter.destination, slot)
+            moved = self._replay_entry(keys=[*indexes, stream], args=[letter.id])
+            return letter.id if moved else None
         batch_id = uuid.uuid4().hex
         moved = self._replay(
-            keys=[
-                self.keys.dlq_entry(letter.id),
-                self.keys.dlq,
-                self.keys.dlq_for(letter.destination),
-                self.keys.retry(letter.destination),
-                self.keys.batch(letter.destination, batch_id),
-            ],
+            keys=[*indexes, self.keys.retry(letter.destination), self.keys.batch(letter.destination, batch_id)],
             args=[letter.id, batch_id, time.time() if now is None else now],
         )
         return batch_id if moved else None

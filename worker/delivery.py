@@ -1,9 +1,10 @@
 """The delivery engine: send a chunk, then record what became of every part, atomically.
 
 This is the one place that decides between done, retry later, split and dead-letter, for every
-vendor.  Each decision is written in a single Redis transaction together with the release of the
-stored records the parts came from, so a crash at any point leaves each event either still
-stored where it was or recorded in its new place, never lost.
+vendor.  Each decision is written in a single fenced transaction (:mod:`worker.fenced`) together
+with the release of the stored records the parts came from, so a crash at any point leaves each
+event either still stored where it was or recorded in its new place, never lost -- and a drain
+that lost its partition records nothing.
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from worker import stats
+import redis
+
+from worker import breaker, stats
 from worker.backoff import retry_delay
 from worker.batching import Chunk
 from worker.deadletter import DeadLetter
+from worker.errors import LeaseLost
 from worker.outcomes import Accepted, Outcome, Rejected, RetryLater, TooLarge
 from worker.waiting import WaitingBatch
 
 if TYPE_CHECKING:
-    import redis
-
+    from worker.lease import DrainLease
     from worker.runtime import DestinationRuntime, Runtime
+    from worker.stream import PartitionStream
 
 log = logging.getLogger("conversion_relay.delivery")
 
@@ -58,31 +62,69 @@ class Ledger:
 
 
 class Delivery:
+    """Sends chunks for one drain; ``budget_end`` (epoch s) is when the drain hands over."""
+
     def __init__(
         self,
         rt: Runtime,
         dest: DestinationRuntime,
+        stream: PartitionStream,
+        lease: DrainLease,
         ledger: Ledger,
         *,
+        budget_end: float = float("inf"),
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.rt = rt
-        self.sleep = sleep
         self.dest = dest
-        self.name = dest.settings.name
+        self.stream = stream
+        self.lease = lease
         self.ledger = ledger
+        self.name = dest.settings.name
+        self.budget_end = budget_end
         self.clock = clock
         self.rand = rand
-        #: Set when the destination must back off until this time.
-        self.paused_until: float | None = None
+        self.sleep = sleep
+        self._paused_until: float | None = None
+        #: Failures in the run a commit just ended (the vendor answered), else 0.
+        self._recovered = 0
 
-    def send(self, chunk: Chunk) -> Outcome:
-        """One attempt at the vendor for ``chunk``; every part ends up resolved or stored."""
+    @property
+    def paused_until(self) -> float | None:
+        """Until when the destination backs off, as set here or seen in Redis."""
+        seen = self.lease.paused_until
+        if seen is None or (self._paused_until or 0.0) > seen:
+            return self._paused_until
+        return seen
+
+    def send(self, chunk: Chunk) -> Outcome | None:
+        """One attempt at the vendor for ``chunk``; every part ends up resolved or stored.
+
+        Past the drain's budget, or while the destination backs off, the chunk is parked as a
+        waiting batch instead (``None``): no request leaves after the budget is spent.
+
+        Raises:
+            LeaseLost: the drain no longer owns its partition; nothing was sent or written.
+        """
+        now = self.clock()
+        if now >= self.budget_end:
+            self.defer(chunk, now, "handed over at the end of a drain's budget")
+            return None
+        paused = self.paused_until
+        if paused and paused > now:
+            self.defer(chunk, paused, "deferred while the destination backs off")
+            return None
         adapter = self.dest.adapter
         request = adapter.request_for(chunk.group, adapter.body_for(chunk.group, chunk.parts))
         self.throttle()
+        if not self.lease.begin_request(self.dest.settings.request_timeout_seconds, chunk.batch_id, self.clock()):
+            raise LeaseLost(f"{self.name}: the partition passed to another drain before a request")
+        paused = self.paused_until
+        if paused and paused > self.clock():
+            self.defer(chunk, paused, "deferred while the destination backs off")
+            return None
         response = self.dest.transport.send(request)
         if isinstance(response, RetryLater):
             self.record(chunk, response, sent=False)
@@ -90,7 +132,7 @@ class Delivery:
         outcome = adapter.interpret(response.status, response.headers, response.body, chunk.parts)
         if self._splits(outcome) and len(chunk.parts) > 1:
             log.info("%s: %d events refused together (%s); splitting", self.name, len(chunk.parts), outcome)
-            self._commit(lambda pipe, now: stats.count(pipe, self.rt.keys, self.name, split=1, requests=1))
+            self._commit(lambda w, now: self._answered(w, split=1, requests=1))
             for half in chunk.split():
                 self.send(half)
             return outcome
@@ -109,58 +151,82 @@ class Delivery:
         )
 
     def throttle(self) -> None:
-        """Wait for the destination's shared rate limit, renewing nothing: waits are short."""
+        """Wait for the destination's shared rate limit (short waits; the heartbeat runs on)."""
         while (wait := self.dest.limiter.acquire()) > 0:
+            self.lease.touch(1.0)
             self.sleep(min(wait, 1.0))
 
-    def record(self, chunk: Chunk, outcome: Outcome, *, sent: bool) -> None:
+    def record(self, chunk: Chunk, outcome: Outcome, *, sent: bool, entry_field: str = "") -> None:
         """Write what ``outcome`` means for every part of ``chunk`` and release its records."""
 
-        def write(pipe: redis.client.Pipeline, now: float) -> None:
+        def write(w: Any, now: float) -> None:
+            if isinstance(outcome, RetryLater):
+                if sent:
+                    stats.count(w, self.rt.keys, self.name, requests=1)
+                self._retry(w, now, chunk, outcome)
+                return
             if sent:
-                stats.count(pipe, self.rt.keys, self.name, requests=1)
+                self._answered(w, requests=1)
             if isinstance(outcome, Accepted):
-                self._accepted(pipe, now, chunk, outcome)
-            elif isinstance(outcome, RetryLater):
-                self._retry(pipe, now, chunk, outcome)
+                self._accepted(w, now, chunk, outcome)
             elif isinstance(outcome, TooLarge):
-                self._dead(pipe, now, chunk, chunk.parts, "too_large", outcome.status, outcome.excerpt)
+                self._dead(w, now, chunk, chunk.parts, "too_large", outcome.status, outcome.excerpt)
             else:
-                self._dead(pipe, now, chunk, chunk.parts, outcome.reason, outcome.status, outcome.excerpt)
+                self._dead(
+                    w, now, chunk, chunk.parts, outcome.reason, outcome.status, outcome.excerpt, entry_field=entry_field
+                )
 
         self._commit(write, settle=chunk.origins)
 
-    def dead_letter(self, chunk: Chunk, reason: str, excerpt: str) -> None:
-        """Dead-letter parts that were never sent (too large alone, unmappable, poison)."""
-        self.record(chunk, Rejected(reason=reason, excerpt=excerpt), sent=False)
+    def _answered(self, w: Any, **counts: int) -> None:
+        """The vendor answered (any status but a transient one): the breaker closes."""
+        stats.count(w, self.rt.keys, self.name, **counts)
+        if self.lease.failures:
+            breaker.close(w, self.rt.keys.breaker(self.name), self.rt.keys.pause(self.name))
+            self._recovered = self.lease.failures
+
+    def dead_letter(self, chunk: Chunk, reason: str, excerpt: str, *, entry_field: str = "") -> None:
+        """Dead-letter parts that were never sent (too large alone, unmappable, poison).
+
+        ``entry_field`` names the stream field (``c`` or ``n``) when the parts are stored
+        entries rather than vendor payloads, so that replay maps them again.
+        """
+        self.record(chunk, Rejected(reason=reason, excerpt=excerpt), sent=False, entry_field=entry_field)
 
     def skip(self, origin: str) -> None:
         """Release a record the vendor cannot express; it counts as skipped, never as an error."""
-        self._commit(lambda pipe, now: stats.count(pipe, self.rt.keys, self.name, skipped=1), release=[origin])
+        self._commit(lambda w, now: stats.count(w, self.rt.keys, self.name, skipped=1), release=[origin])
 
-    def defer(self, chunk: Chunk, until: float) -> None:
-        """Park parts not yet sent while the destination backs off; they wait, attempts unchanged."""
+    def defer(self, chunk: Chunk, until: float, reason: str) -> None:
+        """Park parts not yet sent as a waiting batch due at ``until``; attempts unchanged."""
+        self.defer_many([chunk], until, reason)
 
-        def write(pipe: redis.client.Pipeline, now: float) -> None:
-            batch = WaitingBatch(
-                destination=self.name,
-                group=chunk.group,
-                parts=[p.decode() for p in chunk.parts],
-                attempts=chunk.attempts,
-                first_failure_at=chunk.first_failure_at or now,
-                last_failure_at=now,
-                next_attempt_at=until,
-                last_reason="deferred while the destination backs off",
-            )
-            self.rt.waiting.park(pipe, batch)
-            stats.count(pipe, self.rt.keys, self.name, deferred=len(chunk.parts))
+    def defer_many(self, chunks: Sequence[Chunk], until: float, reason: str) -> None:
+        """Park several chunks in one transaction (a drain handing over what it holds)."""
+        if not chunks:
+            return
 
-        self._commit(write, settle=chunk.origins)
+        def write(w: Any, now: float) -> None:
+            for chunk in chunks:
+                batch = WaitingBatch(
+                    destination=self.name,
+                    group=chunk.group,
+                    parts=[p.decode() for p in chunk.parts],
+                    attempts=chunk.attempts,
+                    first_failure_at=chunk.first_failure_at or now,
+                    last_failure_at=now,
+                    next_attempt_at=until,
+                    last_reason=reason,
+                )
+                self.rt.waiting.park(w, batch)
+            stats.count(w, self.rt.keys, self.name, deferred=sum(len(c.parts) for c in chunks))
 
-    def _accepted(self, pipe: redis.client.Pipeline, now: float, chunk: Chunk, outcome: Accepted) -> None:
+        self._commit(write, settle=[o for chunk in chunks for o in chunk.origins])
+
+    def _accepted(self, w: Any, now: float, chunk: Chunk, outcome: Accepted) -> None:
         tally = Counter(outcome.statuses)
         stats.count(
-            pipe,
+            w,
             self.rt.keys,
             self.name,
             delivered=tally["ok"],
@@ -172,27 +238,19 @@ class Delivery:
             indexes = sorted(outcome.errors)
             failed = [chunk.parts[i] for i in indexes]
             errors = {str(n): outcome.errors[i] for n, i in enumerate(indexes)}
-            self._dead(pipe, now, chunk, failed, "vendor_rejected_event", 200, "", errors=errors)
+            self._dead(w, now, chunk, failed, "vendor_rejected_event", 200, "", errors=errors)
             log.warning("%s: vendor refused %d of %d events", self.name, len(failed), len(chunk.parts))
 
-    def _retry(self, pipe: redis.client.Pipeline, now: float, chunk: Chunk, outcome: RetryLater) -> None:
+    def _retry(self, w: Any, now: float, chunk: Chunk, outcome: RetryLater) -> None:
         cfg = self.rt.settings
         attempts = chunk.attempts + 1
         first = chunk.first_failure_at or now
         horizon_end = first + cfg.retry_horizon_seconds
-        exhausted = now >= horizon_end or 0 < cfg.max_attempts <= attempts
-        if exhausted:
+        breaker.record_failure(w, self.rt.keys.breaker(self.name), now)
+        if now >= horizon_end or 0 < cfg.max_attempts <= attempts:
             excerpt = f"{outcome.reason}: {outcome.excerpt}".strip(": ")
             self._dead(
-                pipe,
-                now,
-                chunk,
-                chunk.parts,
-                "retries_exhausted",
-                outcome.status,
-                excerpt,
-                attempts=attempts,
-                first=first,
+                w, now, chunk, chunk.parts, "retries_exhausted", outcome.status, excerpt, attempts=attempts, first=first
             )
             return
         delay = retry_delay(
@@ -216,29 +274,38 @@ class Delivery:
             last_reason=outcome.reason,
             last_excerpt=outcome.excerpt,
         )
-        self.rt.waiting.park(pipe, batch)
-        stats.count(pipe, self.rt.keys, self.name, retried=len(chunk.parts))
-        self.pause(pipe, due, now)
+        self.rt.waiting.park(w, batch)
+        stats.count(w, self.rt.keys, self.name, retried=len(chunk.parts))
+        pause = breaker.probe_delay(
+            self.lease.failures + 1,
+            base_seconds=cfg.backoff_base_seconds,
+            cap_seconds=cfg.probe_interval_seconds,
+            rand=self.rand,
+        )
+        if outcome.retry_after_seconds is not None:
+            pause = max(pause, min(outcome.retry_after_seconds, cfg.max_retry_after_seconds))
+        self.pause(w, min(now + pause, due), now)
         log.warning(
-            "%s: %s (status %s); %d events wait %.1f s (attempt %d)",
+            "%s: %s (status %s); %d events wait %.1f s (attempt %d), the destination %.1f s",
             self.name,
             outcome.reason,
             outcome.status,
             len(chunk.parts),
             due - now,
             attempts,
+            min(pause, due - now),
         )
 
-    def pause(self, pipe: redis.client.Pipeline, until: float, now: float) -> None:
+    def pause(self, w: Any, until: float, now: float) -> None:
         """Back the whole destination off: the next batch would meet the same trouble."""
-        self.paused_until = max(self.paused_until or 0.0, until)
+        self._paused_until = max(self._paused_until or 0.0, until)
         wait_ms = int((until - now) * 1000)
         if wait_ms > 0:
-            pipe.set(self.rt.keys.pause(self.name), str(until), px=wait_ms)
+            w.set(self.rt.keys.pause(self.name), repr(until), px=wait_ms)
 
     def _dead(
         self,
-        pipe: redis.client.Pipeline,
+        w: Any,
         now: float,
         chunk: Chunk,
         parts: list[bytes],
@@ -249,6 +316,7 @@ class Delivery:
         errors: dict[str, str] | None = None,
         attempts: int | None = None,
         first: float | None = None,
+        entry_field: str = "",
     ) -> None:
         letter = DeadLetter(
             destination=self.name,
@@ -262,9 +330,10 @@ class Delivery:
             first_failed_at=first or chunk.first_failure_at or now,
             last_failed_at=now,
             errors=errors or {},
+            entry_field=entry_field,
         )
-        self.rt.dead_letters.add(pipe, letter)
-        stats.count(pipe, self.rt.keys, self.name, dead_lettered=len(parts))
+        self.rt.dead_letters.add(w, letter)
+        stats.count(w, self.rt.keys, self.name, dead_lettered=len(parts))
         if reason != "vendor_rejected_event":
             log.error(
                 "%s: %d events dead-lettered (%s, status %s) as %s", self.name, len(parts), reason, status, letter.id
@@ -272,21 +341,38 @@ class Delivery:
 
     def _commit(
         self,
-        write: Callable[[redis.client.Pipeline, float], None],
+        write: Callable[[Any, float], None],
         *,
         settle: Sequence[str] = (),
         release: Sequence[str] = (),
     ) -> None:
-        """Run ``write`` and release finished records in one transaction.
+        """Run ``write`` and release finished records in one fenced transaction.
 
         ``settle`` names the origin of each part just resolved (a record is released when its
         last part is); ``release`` names records to release outright.
         """
         finished = self.ledger.settle(list(settle)) + list(release)
-        pipe = self.rt.redis.pipeline(transaction=True)
-        write(pipe, self.clock())
-        self.dest.stream.ack(pipe, [o[len(STREAM) :] for o in finished if o.startswith(STREAM)])
+        w = self.lease.write()
+        self._recovered = 0
+        write(w, self.clock())
+        self.stream.ack(w, [o[len(STREAM) :] for o in finished if o.startswith(STREAM)])
         for origin in finished:
             if origin.startswith(BATCH):
-                self.rt.waiting.remove(pipe, self.name, origin[len(BATCH) :])
-        pipe.execute()
+                self.rt.waiting.remove(w, self.name, origin[len(BATCH) :])
+        w.execute()
+        if self._recovered:
+            self._after_recovery(self._recovered)
+
+    def _after_recovery(self, failures: int) -> None:
+        """The vendor answers again: forget the back-off, and after an outage let every waiting
+        batch go now rather than at the end of its own backoff."""
+        self.lease.failures = 0
+        self._paused_until = None
+        self.lease.paused_until = None
+        if failures >= breaker.OPEN_AFTER:
+            try:
+                due = self.rt.waiting.reschedule_all(self.name, self.clock())
+            except redis.RedisError as exc:  # full, say: the batches keep their own schedule
+                log.warning("%s: could not make waiting batches due (%s)", self.name, type(exc).__name__)
+                return
+            log.warning("%s: answering again after %d failures; %d waiting batches due now", self.name, failures, due)

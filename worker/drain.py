@@ -1,19 +1,23 @@
-"""One drain of a destination: the body of the ``relay.drain`` task.
+"""One drain of a destination's partition: the body of the ``relay.drain`` task.
 
-A drain owns the destination's lease and, until its time budget is spent or the destination
-runs dry, repeats one round:
+A drain owns one partition by its lease (:mod:`worker.lease`) and, until its time budget is
+spent or the partition runs dry, repeats one round:
 
-1. renew the lease (each second) and stop if the destination is backing off;
-2. send the most overdue waiting batch, if any (looked for twice a second);
-3. take over events a dead worker left unacknowledged (``XAUTOCLAIM``), else read new ones: an
-   idle drain waits for the first, a drain holding a partial chunk takes what is there;
-4. map each event to vendor parts and send every chunk that is full (count or bytes);
-5. send the chunks whose oldest part reached the flush deadline; if a chunk is still filling,
+1. stop if the lease is gone or the destination is backing off;
+2. take over what earlier drains of the partition left unresolved, once nothing of theirs can
+   still be in flight (:meth:`~worker.stream.PartitionStream.take_over`);
+3. on partition 0, send the most overdue waiting batch, if any (looked for twice a second) --
+   or, with nothing else to send while the destination is down, the soonest one, as a probe;
+4. read new entries: an idle drain waits for the first, a drain holding a partial chunk takes
+   what is there;
+5. map each event to vendor parts and send every chunk that is full (count or bytes);
+6. send the chunks whose oldest part reached the flush deadline; if a chunk is still filling,
    sleep a poll interval so events gather instead of being read one by one.
 
-Under load, reads keep chunks full; when the stream is quiet, the deadline lets a lone event
-leave within ``flush_deadline_seconds``.  Events are read into the group's pending list and
-released only when their outcome is stored, so a worker killed at any point loses nothing.
+The budget holds inside a round too: no request starts after it, and what the drain still holds
+then is parked as waiting batches, due at once, for the next drain.  Events are read into the
+drain's pending list and released only when their outcome is stored, so a worker killed at any
+point loses nothing.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
+import redis
 
 from worker.batching import Batcher, Chunk
+from worker.breaker import OPEN_AFTER
 from worker.delivery import BATCH, STREAM, Delivery, Ledger
-from worker.lease import Leases
+from worker.errors import LeaseLost
+from worker.lease import DrainLease
+from worker.stream import PartitionStream
 from worker.vendors.base import Part
 
 if TYPE_CHECKING:
@@ -39,16 +47,16 @@ log = logging.getLogger("conversion_relay.drain")
 
 #: Most stream entries read in one round trip.
 MAX_READ = 1000
-#: How often a drain renews its lease and looks for a back-off set elsewhere (the lease lasts
-#: ``reclaim_idle_seconds``, far longer).
-HEARTBEAT_SECONDS = 1.0
 #: How often a drain looks for waiting batches that became due.
 DUE_CHECK_SECONDS = 0.5
+#: How often a drain looks again for earlier consumers whose requests were still in flight.
+TAKE_OVER_CHECK_SECONDS = 0.5
 
 
 @dataclass
 class DrainReport:
     destination: str
+    partition: int = 0
     read: int = 0
     reclaimed: int = 0
     batches: int = 0
@@ -76,12 +84,12 @@ class Drainer:
         self.settings = rt.settings
         self.dest = rt.destination(destination)
         self.name = destination
-        self.token = token
-        self.slot = slot
+        self.partition = slot
         self.clock = clock
-        self.leases = Leases(rt.redis, rt.keys)
+        self.stream = PartitionStream(rt.redis, rt.keys, destination, slot)
+        self.lease = DrainLease(rt.redis, rt.keys, destination, slot, token, self.settings.lease_seconds)
         self.ledger = Ledger()
-        self.delivery = Delivery(rt, self.dest, self.ledger, clock=clock, sleep=sleep)
+        self.delivery = Delivery(rt, self.dest, self.stream, self.lease, self.ledger, clock=clock, sleep=sleep)
         cfg = self.dest.settings
         self.batcher = Batcher(
             max_events=cfg.max_events,
@@ -89,45 +97,55 @@ class Drainer:
             envelope_size=self.dest.adapter.envelope_size,
             max_events_for=self.dest.adapter.max_parts_for,
         )
-        self.lease_seconds = self.settings.reclaim_idle_seconds
         #: While a chunk fills, read this often instead of waking for every event.
         self._poll_seconds = min(0.05, self.settings.flush_deadline_seconds / 4)
-        self.report = DrainReport(destination=destination)
-        self._owned = False
-        self._next_heartbeat = 0.0
+        #: How long a waiting batch stays claimed while its request is prepared and sent.
+        self._claim_seconds = cfg.request_timeout_seconds + self.settings.lease_seconds
+        self.report = DrainReport(destination=destination, partition=slot)
+        self._earlier_busy = 0
 
     def run(self) -> DrainReport:
         started = self.clock()
+        self.delivery.budget_end = started + self.settings.drain_budget_seconds
         try:
-            self.report.stopped = self._rounds(started + self.settings.drain_budget_seconds)
-            for chunk in self.batcher.drain():
-                self._send(chunk)
+            if not self.lease.start():
+                self.report.stopped = "lease_lost"
+                return self.report
+            self.report.stopped = self._rounds()
+            self.delivery.defer_many(self.batcher.drain(), self.clock(), "handed over at the end of a drain")
+        except LeaseLost:
+            self.report.stopped = "lease_lost"
+            log.warning("%s/%d: lost the partition's lease; the next owner takes over", self.name, self.partition)
+        except redis.RedisError as exc:
+            self.report.stopped = "redis_unavailable"
+            log.warning("%s/%d: Redis failed (%s); the next drain resumes", self.name, self.partition, exc)
         finally:
-            self.leases.release(self.name, self.slot, self.token)
+            self.lease.release()
             self.report.seconds = round(self.clock() - started, 3)
         return self.report
 
-    def _rounds(self, budget_end: float) -> str:
-        next_due_check = next_reclaim = 0.0
+    def _rounds(self) -> str:
+        next_due_check = next_take_over = 0.0
+        budget_end = self.delivery.budget_end
         while (now := self.clock()) < budget_end:
-            if not self._keep_lease():
-                return "lease_lost"
+            self.lease.touch(self.settings.lease_seconds)
+            if self.lease.lost:
+                raise LeaseLost("the heartbeat found the lease gone")
             if (self.delivery.paused_until or 0.0) > now:
                 return "backing_off"
-            if now >= next_due_check:
-                if self._send_due_batch():
+            entries: list[Entry] = []
+            if now >= next_take_over:
+                entries = self._take_over()
+                next_take_over = now + (TAKE_OVER_CHECK_SECONDS if self._earlier_busy or entries else float("inf"))
+            if self.partition == 0 and now >= next_due_check and not entries:
+                if self._send_due_batch(probe=False):
                     continue
                 next_due_check = now + DUE_CHECK_SECONDS
-            entries: list[Entry] = []
-            if now >= next_reclaim:
-                entries = self._reclaim()
-                if not entries:
-                    next_reclaim = now + self.settings.reclaim_idle_seconds / 4
             room = self._room()
             if not entries:
                 # Idle: wait for the first event.  Holding a partial chunk: take what is there.
                 linger = 0.0 if self.batcher.held else min(1.0, self.settings.flush_deadline_seconds)
-                entries = self.dest.stream.read(self.rt.consumer, room, linger)
+                entries = self.stream.read(self.lease.consumer, room, linger)
             if entries:
                 self.report.read += len(entries)
                 self._take(entries)
@@ -136,37 +154,37 @@ class Drainer:
             for chunk in self.batcher.expired(self.clock(), self.settings.flush_deadline_seconds):
                 self._send(chunk)
             if not self.batcher.held:
-                if not entries:
-                    return "idle"
-                continue
+                if entries or self._earlier_busy:
+                    continue
+                if self._probe():
+                    continue
+                return "idle"
+
             # The stream is dry for now and a chunk is still filling: let events gather rather
             # than wake for each one (every read costs a round trip on both sides).
             self.sleep(max(0.0, min(self._poll_seconds, self._until_deadline())))
         return "budget_spent"
 
-    def _keep_lease(self) -> bool:
-        """Renew the lease at most once per ``HEARTBEAT_SECONDS`` (it lasts far longer, and a
-        request per user would otherwise cost a script call each); note any back-off set
-        elsewhere.  False once another drain owns the slot."""
-        now = self.clock()
-        if now >= self._next_heartbeat:
-            self._owned, paused_until = self.leases.heartbeat(self.name, self.slot, self.token, self.lease_seconds)
-            self.delivery.paused_until = max(paused_until or 0.0, self.delivery.paused_until or 0.0)
-            self._next_heartbeat = now + HEARTBEAT_SECONDS
-        return self._owned
-
-    def _reclaim(self) -> list[Entry]:
-        entries = self.dest.stream.reclaim(self.rt.consumer, self.settings.reclaim_idle_seconds, MAX_READ)
+    def _take_over(self) -> list[Entry]:
+        """Entries earlier drains of this partition left, once none of theirs is in flight."""
+        found = self.stream.take_over(self.lease.token, self.lease.consumer, self._room())
+        if found is None:
+            raise LeaseLost("the partition passed to another drain")
+        entries, self._earlier_busy = found
         if entries:
             self.report.reclaimed += len(entries)
             self.rt.redis.hincrby(self.rt.keys.stats(self.name), "reclaimed", len(entries))
-            log.warning("%s: took over %d events a stopped worker had left", self.name, len(entries))
+            log.warning("%s/%d: took over %d events an earlier drain had left", self.name, self.partition, len(entries))
         return entries
 
     def _room(self) -> int:
         """Entries to read now: as many as the batcher may hold (one chunk for a single-group
-        vendor, many small ones for a vendor that groups by user)."""
-        return max(1, min(MAX_READ, self.batcher.max_held_parts - self.batcher.held))
+        vendor, many small ones for a vendor that groups by user); while the destination is
+        failing, one request's worth, so a failed probe parks little."""
+        room = self.batcher.max_held_parts - self.batcher.held
+        if self.lease.failures:
+            room = min(room, self.dest.settings.max_events)
+        return max(1, min(MAX_READ, room))
 
     def _until_deadline(self) -> float:
         oldest = self.batcher.oldest_enqueued_at
@@ -177,17 +195,22 @@ class Drainer:
     def _take(self, entries: list[Entry]) -> None:
         for entry in entries:
             origin = STREAM + entry.id
-            raw = entry.fields.get(b"c") or entry.fields.get(b"n") or b""
+            field_name = b"c" if b"c" in entry.fields else b"n"
+            raw = entry.fields.get(field_name, b"")
             if entry.deliveries > self.settings.max_deliveries:
                 self._reject(
-                    origin, raw, "redelivered_too_often", f"handed out {entry.deliveries} times without an outcome"
+                    origin,
+                    raw,
+                    field_name,
+                    "redelivered_too_often",
+                    f"handed out {entry.deliveries} times without an outcome",
                 )
                 continue
             try:
                 parts = self._parts(entry)
             except Exception as exc:  # a bad stored event must never stop the destination
                 log.exception("%s: cannot map stored event %s", self.name, entry.id)
-                self._reject(origin, raw, "mapping_error", type(exc).__name__)
+                self._reject(origin, raw, field_name, "mapping_error", type(exc).__name__)
                 continue
             if not parts:
                 self.delivery.skip(origin)
@@ -214,12 +237,21 @@ class Drainer:
         native = orjson.loads(entry.fields[b"n"])
         return adapter.map_native(native["p"], native.get("o"))
 
-    def _reject(self, origin: str, raw: bytes, reason: str, excerpt: str) -> None:
+    def _reject(self, origin: str, raw: bytes, field_name: bytes, reason: str, excerpt: str) -> None:
+        """Dead-letter a stored entry as it is, so that a replay maps it again."""
         self.ledger.hold(origin, 1)
-        self.delivery.dead_letter(Chunk(group="", parts=[raw], origins=[origin]), reason, excerpt)
+        chunk = Chunk(group="", parts=[raw], origins=[origin])
+        self.delivery.dead_letter(chunk, reason, excerpt, entry_field=field_name.decode())
 
-    def _send_due_batch(self) -> bool:
-        batch = self.rt.waiting.claim_due(self.name, self.clock(), self.lease_seconds)
+    def _probe(self) -> bool:
+        """With nothing else to send while the destination counts as down, the soonest waiting
+        batch is the probe, due or not: recovery is noticed within a probe interval, not at the
+        end of a batch's long backoff."""
+        return self.partition == 0 and self.lease.failures >= OPEN_AFTER and self._send_due_batch(probe=True)
+
+    def _send_due_batch(self, *, probe: bool) -> bool:
+        lease = (self.stream.lease_key, self.lease.token, self.lease.ttl_ms)
+        batch = self.rt.waiting.claim(self.name, lease, self.clock(), self._claim_seconds, probe=probe)
         if batch is None:
             return False
         origin = BATCH + batch.id
@@ -239,12 +271,9 @@ class Drainer:
         return True
 
     def _send(self, chunk: Chunk) -> None:
-        paused_until = self.delivery.paused_until
-        if paused_until and paused_until > self.clock():
-            self.delivery.defer(chunk, paused_until)
-            return
-        self._keep_lease()
         outcome = self.delivery.send(chunk)
+        if outcome is None:
+            return
         self.report.batches += 1
         kind = type(outcome).__name__
         self.report.outcomes[kind] = self.report.outcomes.get(kind, 0) + 1

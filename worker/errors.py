@@ -7,6 +7,7 @@ what to do; they never carry an event payload or a secret.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -33,7 +34,40 @@ class EventValidationError(RelayError, ValueError):
 
 
 class EnqueueError(RelayError):
-    """Valid events could not be stored (Redis unreachable); nothing of the call was enqueued."""
+    """Valid events could not be stored.
+
+    Attributes:
+        event_ids: the ``event_id`` of each event of the call, generated ones included.
+        maybe_stored: ``True`` when Redis may have stored the events before the connection
+            failed (a timeout).  Retry with the same ``event_id``s: the relay recognises the
+            same call within ``enqueue_dedup_seconds`` and does not store it twice.
+    """
+
+    def __init__(self, message: str, *, event_ids: Sequence[str] = (), maybe_stored: bool = False) -> None:
+        super().__init__(message)
+        self.event_ids = list(event_ids)
+        self.maybe_stored = maybe_stored
+
+
+class BacklogFullError(EnqueueError):
+    """Some destinations hold as many events as they may (``max_backlog_events``), or Redis is
+    above its memory high-water mark; nothing was stored for them.
+
+    Attributes:
+        full: destination name → its backlog (events) at the time, for each refused one.
+        stored_in: destinations that did store the events (the others of the call).
+    """
+
+    def __init__(
+        self, message: str, *, full: Mapping[str, int], stored_in: Sequence[str], event_ids: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message, event_ids=event_ids)
+        self.full = dict(full)
+        self.stored_in = tuple(stored_in)
+
+
+class LeaseLost(RelayError):
+    """A drain no longer owns its partition; it must neither send nor record anything."""
 
 
 def format_messages(messages: dict[Any, Any], *, many: bool = False) -> str:

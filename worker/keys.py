@@ -1,41 +1,46 @@
 """Every Redis key conversion-relay writes, in one place.
 
-``<p>`` is ``relay.key_prefix`` (default ``cr``), ``<d>`` a destination name.
+``<p>`` is ``relay.key_prefix`` (default ``cr``), ``<d>`` a destination name, ``<k>`` one of the
+destination's partitions (``0`` … ``parallel_drains - 1``).
 
 =============================  ==========  ====================================================
 key                            type        holds
 =============================  ==========  ====================================================
-``<p>:stream:<d>``             stream      events accepted by ``enqueue`` and not yet resolved;
-                                           field ``c`` is the canonical event (JSON, PII
-                                           hashed), ``n`` a vendor-native payload.  Consumer
-                                           group ``relay``; an entry is XACKed and XDELed in the
-                                           same transaction that records its outcome.
+``<p>:stream:<d>``             stream      partition 0 of the events accepted by ``enqueue``
+``<p>:stream:<d>:<k>``                     and not yet resolved (partitions 1 and up); field
+                                           ``c`` is the canonical event (JSON, PII hashed),
+                                           ``n`` a vendor-native payload.  Consumer group
+                                           ``relay``, one consumer per drain task; an entry is
+                                           XACKed and XDELed in the transaction that records
+                                           its outcome.
+``<p>:lease:<d>:<k>``          string      token of the drain task that owns partition ``k``
+                                           (PX ``lease_seconds``, renewed every second by the
+                                           drain's heartbeat thread).
+``<p>:inflight:<d>:<k>``       hash        consumer → Redis time (ms) until which its current
+                                           request may still be in flight.  A new owner takes
+                                           over a consumer's events only after that time.
 ``<p>:retry:<d>``              zset        ids of batches waiting for another attempt, scored
                                            by the time (epoch s) they are due.  A batch being
-                                           sent is re-scored to now + lease, so a worker that
-                                           dies mid-send leaves it due again after the lease.
-``<p>:batch:<d>:<id>``         hash        a waiting batch: ``parts`` (JSON list of vendor
-                                           payloads), ``group``, ``attempts``,
-                                           ``first_failure_at``, ``last_failure_at``,
-                                           ``next_attempt_at``, ``last_status``,
-                                           ``last_reason``, ``last_excerpt``.
+                                           sent is re-scored past the end of its request, so
+                                           a worker that dies mid-send leaves it due again.
+``<p>:batch:<d>:<id>``         hash        a waiting batch (see :mod:`worker.waiting`).
 ``<p>:dlq``                    zset        dead-letter ids scored by last failure time.
 ``<p>:dlq:<d>``                zset        the same, for one destination.
-``<p>:dlq:entry:<id>``         hash        a dead letter: ``destination``, ``vendor``,
-                                           ``group``, ``parts``, ``errors``, ``reason``,
-                                           ``status``, ``excerpt``, ``attempts``,
-                                           ``first_failed_at``, ``last_failed_at``.
-``<p>:stats:<d>``              hash        counters: ``accepted``, ``delivered``,
-                                           ``duplicate``, ``test_ok``, ``skipped``, ``retried``,
-                                           ``dead_lettered``, ``requests``, ``split``, ...
-``<p>:lease:<d>:<slot>``       string      token of the drain task that owns one of the
-                                           destination's ``parallel_drains`` slots (PX:
-                                           expires if that worker dies).
-``<p>:pause:<d>``              string      set while the destination backs off (PX = wait).
+``<p>:dlq:entry:<id>``         hash        a dead letter (see :mod:`worker.deadletter`).
+``<p>:stats:<d>``              hash        counters (see :mod:`worker.stats`).
+``<p>:pause:<d>``              string      set while the destination backs off (PX = wait);
+                                           the value is the epoch second it ends.
+``<p>:breaker:<d>``            hash        the current run of transient failures:
+                                           ``failures``, ``since`` (see :mod:`worker.breaker`).
 ``<p>:rate:<key>``             zset        times of the requests let through in the last
                                            rate window, shared by destinations with the same
                                            ``rate_limit_key``.
 ``<p>:tick``                   string      held for one tick by the worker that schedules.
+``<p>:memory``                 string      set while Redis is above the memory high-water
+                                           mark: ``enqueue`` refuses new events.
+``<p>:call:<digest>``          string      a recent ``enqueue`` call (PX
+                                           ``enqueue_dedup_seconds``): the same call again is
+                                           recognised and not stored twice.
 =============================  ==========  ====================================================
 
 Keys of one destination never appear in another's, so destinations share nothing but the
@@ -54,8 +59,18 @@ GROUP = "relay"
 class Keys:
     prefix: str = "cr"
 
-    def stream(self, dest: str) -> str:
-        return f"{self.prefix}:stream:{dest}"
+    def stream(self, dest: str, partition: int = 0) -> str:
+        base = f"{self.prefix}:stream:{dest}"
+        return base if partition == 0 else f"{base}:{partition}"
+
+    def streams(self, dest: str, partitions: int) -> list[str]:
+        return [self.stream(dest, k) for k in range(partitions)]
+
+    def lease(self, dest: str, partition: int = 0) -> str:
+        return f"{self.prefix}:lease:{dest}:{partition}"
+
+    def inflight(self, dest: str, partition: int = 0) -> str:
+        return f"{self.prefix}:inflight:{dest}:{partition}"
 
     def retry(self, dest: str) -> str:
         return f"{self.prefix}:retry:{dest}"
@@ -76,15 +91,22 @@ class Keys:
     def stats(self, dest: str) -> str:
         return f"{self.prefix}:stats:{dest}"
 
-    def lease(self, dest: str, slot: int = 0) -> str:
-        return f"{self.prefix}:lease:{dest}:{slot}"
-
     def rate(self, key: str) -> str:
         return f"{self.prefix}:rate:{key}"
 
     def pause(self, dest: str) -> str:
         return f"{self.prefix}:pause:{dest}"
 
+    def breaker(self, dest: str) -> str:
+        return f"{self.prefix}:breaker:{dest}"
+
     @property
     def tick(self) -> str:
         return f"{self.prefix}:tick"
+
+    @property
+    def memory(self) -> str:
+        return f"{self.prefix}:memory"
+
+    def call(self, digest: str) -> str:
+        return f"{self.prefix}:call:{digest}"

@@ -1,57 +1,230 @@
-"""Which drain task owns a destination.
+"""Which drain task owns a partition of a destination, and for how long.
 
-A destination has ``parallel_drains`` slots (one by default, so its requests leave in order and
-full); a drain task works it only while it holds a slot's lease.  A lease is a Redis key with a
-token and an expiry: the drain renews it as it goes, and if its worker dies the lease runs out
-and the scheduler starts another.  Two owners at once (a lease
-that ran out under a slow task) cost only some parallelism: the consumer group still hands each
-event to one of them.
+A partition has one owner at a time: the drain task holding its lease, a Redis key with the
+task's token and an expiry of ``lease_seconds``.  The scheduler takes the lease and starts the
+task; the task's heartbeat thread renews it every ``lease_seconds / 5`` while the task works --
+also while a request is in flight -- and lets it run out if the task's main thread stops making
+progress.  A killed worker's lease therefore runs out within ``lease_seconds`` and the
+scheduler starts a new owner.
+
+Ownership is fenced, not assumed: every request starts with :meth:`DrainLease.begin_request`,
+which checks the token and marks until when the request may be in flight, and every outcome is
+written by :mod:`worker.fenced`, which checks it again.  A drain that lost its lease can
+therefore neither send nor acknowledge, and a new owner takes a previous consumer's events
+over only once that consumer's last request is over (see :mod:`worker.stream`).
+
+Every script here starts with a write that cannot grow memory, so leases still move when Redis
+is full (see :mod:`worker.fenced`).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import redis
+import redis
 
+from worker.fenced import FencedWrite, fenced_script
+from worker.keys import GROUP
+
+if TYPE_CHECKING:
     from worker.keys import Keys
 
-# Renew the lease if the caller owns it (or nobody does) and report any back-off in force.
-_HEARTBEAT = """
-local owner = redis.call('GET', KEYS[1])
-local owned = 0
-if owner == ARGV[1] or not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  owned = 1
-end
-return {owned, redis.call('GET', KEYS[2])}
+log = logging.getLogger("conversion_relay.lease")
+
+#: A request's in-flight mark lasts this much longer than the request may (clock steps, the
+#: time between the mark and the request leaving).
+INFLIGHT_MARGIN_SECONDS = 1.0
+
+# KEYS: lease, in-flight markers.  ARGV: token, ttl ms, consumer.
+_ACQUIRE = """
+redis.call('HDEL', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
+# KEYS: lease, pause, breaker.  ARGV: token, ttl ms.  PEXPIRE never grows memory.
+_HEARTBEAT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, false, false} end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, redis.call('GET', KEYS[2]), redis.call('HGET', KEYS[3], 'failures')}
+"""
+
+# KEYS: lease, in-flight markers, pause, breaker, retry zset, batch hash (or lease again).
+# ARGV: token, consumer, request window ms, batch id ('' for none), batch due time, ttl ms.
+# Renews the lease, marks the request in flight (Redis time) and, for a waiting batch, keeps it
+# claimed past the request.
+_BEGIN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, false, false} end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], ARGV[2], now + tonumber(ARGV[3]))
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[5], 'XX', ARGV[5], ARGV[4])
+  redis.call('HSET', KEYS[6], 'claimed_until', ARGV[5])
+end
+return {1, redis.call('GET', KEYS[3]), redis.call('HGET', KEYS[4], 'failures')}
+"""
+
+# KEYS: lease, in-flight markers, stream.  ARGV: token, consumer, group.
+# A consumer that holds nothing is removed with its marker, atomically: nothing can strand.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+redis.call('HDEL', KEYS[2], ARGV[2])
+local ok, held = pcall(redis.call, 'XPENDING', KEYS[3], ARGV[3], '-', '+', 1, ARGV[2])
+if ok and #held == 0 then pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[3], ARGV[3], ARGV[2]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 
 class Leases:
+    """The scheduler's side: take a free partition's lease for a new drain task."""
+
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def acquire(self, destination: str, partition: int, token: str, ttl_seconds: float) -> bool:
+        keys = [self.keys.lease(destination, partition), self.keys.inflight(destination, partition)]
+        return bool(self._acquire(keys=keys, args=[token, int(ttl_seconds * 1000), consumer_name(partition, token)]))
+
+
+def consumer_name(partition: int, token: str) -> str:
+    """The stream consumer of one drain task: one per task, so a new owner can tell its own
+    pending entries from those of the drains before it."""
+    return f"{partition}:{token[:16]}"
+
+
+class DrainLease:
+    """The drain's side: keep the lease alive while working, fence every request and write.
+
+    ``clock`` is monotonic time, used only for durations (the heartbeat and the watchdog).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        destination: str,
+        partition: int,
+        token: str,
+        ttl_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = client
+        self.destination = destination
+        self.partition = partition
+        self.token = token
+        self.consumer = consumer_name(partition, token)
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.interval = ttl_seconds / 5
+        self.clock = clock
+        self._lease_key = keys.lease(destination, partition)
+        self._inflight_key = keys.inflight(destination, partition)
+        self._stream_key = keys.stream(destination, partition)
+        self._pause_key = keys.pause(destination)
+        self._breaker_key = keys.breaker(destination)
+        self._retry_key = keys.retry(destination)
+        self._keys = keys
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._begin = client.register_script(_BEGIN)
         self._release = client.register_script(_RELEASE)
+        self._fenced = fenced_script(client)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._progress_until = 0.0
+        #: Set once the lease is known to be someone else's (or expired).
+        self.lost = False
+        #: The destination's back-off (epoch s) and failure run, as last seen in Redis.
+        self.paused_until: float | None = None
+        self.failures = 0
 
-    def acquire(self, destination: str, slot: int, token: str, ttl_seconds: float) -> bool:
-        key = self.keys.lease(destination, slot)
-        return bool(self.redis.set(key, token, nx=True, px=int(ttl_seconds * 1000)))
+    def start(self) -> bool:
+        """Confirm the lease is ours and keep it alive from a thread; False if it is not."""
+        self.touch(self.interval * 5)
+        if not self._renew():
+            return False
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.destination}", daemon=True)
+        self._thread.start()
+        return True
 
-    def heartbeat(self, destination: str, slot: int, token: str, ttl_seconds: float) -> tuple[bool, float | None]:
-        """Renew the lease; return whether the caller owns it and until when to back off."""
-        owned, paused = self._heartbeat(
-            keys=[self.keys.lease(destination, slot), self.keys.pause(destination)],
-            args=[token, int(ttl_seconds * 1000)],
+    def touch(self, seconds: float) -> None:
+        """The main thread is working and will check in again within ``seconds``; past that
+        (plus a lease) the heartbeat stops renewing, so a stuck drain cannot hold a partition."""
+        self._progress_until = max(self._progress_until, self.clock() + seconds)
+
+    def _renew(self) -> bool:
+        owned, paused, failures = self._heartbeat(
+            keys=[self._lease_key, self._pause_key, self._breaker_key], args=[self.token, self.ttl_ms]
         )
-        return bool(owned), float(paused) if paused else None
+        self._note(paused, failures)
+        if not owned:
+            self.lost = True
+        return bool(owned)
 
-    def release(self, destination: str, slot: int, token: str) -> None:
-        self._release(keys=[self.keys.lease(destination, slot)], args=[token])
+    def _beat(self) -> None:
+        quiet_until = 0.0
+        while not self._stop.wait(self.interval):
+            if self.clock() > self._progress_until + self.interval * 5:
+                log.error("%s/%d: drain made no progress; letting its lease run out", self.destination, self.partition)
+                return
+            try:
+                if not self._renew():
+                    return
+            except redis.RedisError as exc:
+                if self.clock() >= quiet_until:
+                    log.warning("%s: cannot renew the lease (%s); retrying", self.destination, type(exc).__name__)
+                    quiet_until = self.clock() + 30.0
+
+    def begin_request(self, window_seconds: float, batch_id: str | None = None, now: float = 0.0) -> bool:
+        """Check ownership and mark a request in flight for ``window_seconds``.
+
+        For a chunk of a waiting batch, the batch stays claimed until the request is over.
+        False if the lease is lost: the request must not be sent.
+        """
+        window = window_seconds + INFLIGHT_MARGIN_SECONDS
+        self.touch(window)
+        batch_key = self._keys.batch(self.destination, batch_id) if batch_id else self._lease_key
+        owned, paused, failures = self._begin(
+            keys=[
+                self._lease_key,
+                self._inflight_key,
+                self._pause_key,
+                self._breaker_key,
+                self._retry_key,
+                batch_key,
+            ],
+            args=[self.token, self.consumer, int(window * 1000), batch_id or "", now + window, self.ttl_ms],
+        )
+        self._note(paused, failures)
+        if not owned:
+            self.lost = True
+        return bool(owned)
+
+    def _note(self, paused: bytes | None, failures: bytes | None) -> None:
+        self.paused_until = float(paused) if paused else None
+        self.failures = int(failures) if failures else 0
+
+    def write(self) -> FencedWrite:
+        """A batch of writes to run only while this drain owns the partition."""
+        return FencedWrite(self._fenced, self._lease_key, self._inflight_key, self.token, self.consumer)
+
+    def release(self) -> None:
+        """Stop the heartbeat; give the lease back and drop this drain's consumer if it holds
+        nothing (what it still holds is taken over by the next owner)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval * 2)
+        try:
+            self._release(
+                keys=[self._lease_key, self._inflight_key, self._stream_key], args=[self.token, self.consumer, GROUP]
+            )
+        except redis.RedisError as exc:
+            log.warning("%s: could not release the lease (%s); it runs out by itself", self.destination, exc)

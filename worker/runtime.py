@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker.deadletter import DeadLetterStore
 from worker.keys import Keys
 from worker.ratelimit import RateLimiter
-from worker.stream import EventStream
 from worker.transport import Transport
 from worker.vendors import adapter_for
 from worker.waiting import WaitingBatches
@@ -27,13 +28,17 @@ if TYPE_CHECKING:
 
 
 def connect(url: str, *, socket_timeout: float | None = 10.0) -> redis.Redis:
-    """A Redis client with the timeouts and health checks every part of the relay uses."""
+    """A Redis client with the timeouts and health checks every part of the relay uses.
+
+    The client never retries a command by itself: redis-py would re-send one that timed out,
+    and a re-sent append or outcome may be one Redis already ran.  The relay decides.
+    """
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=30,
-        retry_on_timeout=False,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -42,7 +47,6 @@ class DestinationRuntime:
     settings: DestinationSettings
     adapter: VendorAdapter
     transport: Transport
-    stream: EventStream
     limiter: RateLimiter
 
 
@@ -65,7 +69,6 @@ class Runtime:
                 settings=dest,
                 adapter=adapter_for(dest),
                 transport=Transport(dest),
-                stream=EventStream(self.redis, self.keys, name),
                 limiter=RateLimiter(self.redis, self.keys, dest.rate_limit_key, dest.rate_limit_per_second),
             )
             self._destinations[name] = found

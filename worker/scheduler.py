@@ -1,14 +1,16 @@
 """Starting drain tasks where there is work, from inside every worker.
 
-Each worker runs a small thread that, every ``tick_seconds``, looks at every destination: events
-not yet read, events a dead worker left unacknowledged, waiting batches that are due.  Where
-there is work and the destination is not backing off, it takes a free drain slot's lease and
-sends a ``relay.drain`` task to the destination's queue: one drain, and up to
-``parallel_drains`` when the backlog holds a full request for each.  A ``SET NX`` on a tick key lets only
-one worker look per tick, however many run.
+Each worker runs a small thread that, every ``tick_seconds``, looks at every partition of every
+destination: events not yet read, events an earlier drain left unresolved, and (for partition 0)
+waiting batches that are due -- or, while the destination is down, waiting at all (the probe).
+Where there is work, no owner and no back-off, it takes the partition's lease and sends a
+``relay.drain`` task to the destination's queue.  A ``SET NX`` on a tick key lets only one
+worker look per tick, however many run.
 
-The producer therefore never talks to Celery: ``enqueue`` is a single Redis transaction, and
-nothing rides on broker countdowns.
+The producer therefore never talks to Celery: ``enqueue`` is a single Redis command, and
+nothing rides on broker countdowns.  The same thread keeps watch over Redis itself
+(:mod:`worker.memory`): the eviction policy, and the memory high-water mark above which
+``enqueue`` refuses new events.
 """
 
 from __future__ import annotations
@@ -20,22 +22,36 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import redis
 from celery import bootsteps
 
+from worker.breaker import OPEN_AFTER
+from worker.errors import ConfigurationError
 from worker.keys import GROUP, Keys
 from worker.lease import Leases
+from worker.memory import MemoryGuard
 from worker.runtime import connect
-from worker.stream import EventStream
+from worker.settings import MAX_PARTITIONS
+from worker.stream import PartitionStream
 
 if TYPE_CHECKING:
     from worker.settings import Settings
 
 log = logging.getLogger("conversion_relay.scheduler")
 
-#: How often the housekeeping runs (dead-letter retention, stale consumers).
+#: How often the housekeeping runs (dead-letter retention, partitions left by a config change).
 HOUSEKEEPING_SECONDS = 60.0
-#: Consumers idle this long with nothing pending are removed from the group.
-STALE_CONSUMER_SECONDS = 3600.0
+#: While Redis is out of reach, say so once per this long rather than on every tick.
+UNREACHABLE_LOG_SECONDS = 30.0
+
+# Only one worker schedules per tick.  DEL first: a write that never grows memory lets the
+# script finish when Redis is full (see worker.fenced).
+_TICK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+"""
 
 
 class Scheduler:
@@ -52,61 +68,95 @@ class Scheduler:
         self.keys = Keys(settings.key_prefix)
         self.redis = connect(settings.redis_url)
         self.leases = Leases(self.redis, self.keys)
-        self.streams = {d.name: EventStream(self.redis, self.keys, d.name) for d in settings.enabled_destinations}
+        self.memory = MemoryGuard(self.redis, self.keys, settings)
+        #: Partitions each destination is drained in: its own, and any beyond them that still
+        #: hold events (``parallel_drains`` was lowered).
+        self.partitions = {d.name: list(range(d.partitions)) for d in settings.enabled_destinations}
+        self._tick = self.redis.register_script(_TICK)
         self._next_housekeeping = 0.0
+        self._quiet_until = 0.0
+        self._prepared = False
 
     def prepare(self) -> None:
-        for stream in self.streams.values():
-            stream.ensure_group()
+        """Refuse an evicting Redis, and make sure every partition has its consumer group."""
+        self.memory.check_policy()
+        for name, partitions in self.partitions.items():
+            for k in partitions:
+                PartitionStream(self.redis, self.keys, name, k).ensure_group()
+        self._prepared = True
+
+    def run_once(self) -> list[str]:
+        """One tick, with Redis failures turned into one warning line per interval."""
+        try:
+            if not self._prepared:
+                self.prepare()
+            started = self.tick()
+        except ConfigurationError as exc:  # an evicting Redis, found after start-up
+            now = self.clock()
+            if now >= self._quiet_until:
+                log.error("not scheduling: %s", exc)
+                self._quiet_until = now + UNREACHABLE_LOG_SECONDS
+            return []
+        except redis.RedisError as exc:
+            now = self.clock()
+            if now >= self._quiet_until:
+                log.warning("Redis is out of reach (%s); scheduling resumes when it is back", type(exc).__name__)
+                self._quiet_until = now + UNREACHABLE_LOG_SECONDS
+            return []
+        if self._quiet_until:
+            log.warning("Redis is reachable again; scheduling resumed")
+            self._quiet_until = 0.0
+        return started
 
     def tick(self) -> list[str]:
         """Start drains where needed; return the destinations a drain was started for."""
         tick_ms = max(10, int(self.settings.tick_seconds * 800))
-        if not self.redis.set(self.keys.tick, "1", nx=True, px=tick_ms):
+        if not self._tick(keys=[self.keys.tick], args=[tick_ms]):
             return []
         now = self.clock()
-        names = list(self.streams)
+        self.memory.watch(now)
+        plan = [(name, k) for name, partitions in self.partitions.items() for k in partitions]
         pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            key = self.keys.stream(name)
-            slots = self.settings.destination(name).parallel_drains
-            pipe.mget([self.keys.lease(name, slot) for slot in range(slots)])
+        for name in self.partitions:
             pipe.exists(self.keys.pause(name))
+            pipe.zrangebyscore(self.keys.retry(name), "-inf", now, start=0, num=1)
+            pipe.zcard(self.keys.retry(name))
+            pipe.hget(self.keys.breaker(name), "failures")
+        for name, k in plan:
+            key = self.keys.stream(name, k)
+            pipe.exists(self.keys.lease(name, k))
             pipe.xlen(key)
             pipe.xpending(key, GROUP)
-            pipe.xpending_range(key, GROUP, "-", "+", 1, idle=int(self.settings.reclaim_idle_seconds * 1000))
-            pipe.zrangebyscore(self.keys.retry(name), "-inf", now, start=0, num=1)
         replies = pipe.execute(raise_on_error=False)
+        destinations = {}
+        for i, name in enumerate(self.partitions):
+            paused, due, waiting, failures = replies[i * 4 : i * 4 + 4]
+            down = int(failures or 0) >= OPEN_AFTER
+            destinations[name] = (bool(paused), bool(due) or (down and bool(waiting)))
         started = []
-        for i, name in enumerate(names):
-            leases, paused, length, pending, stale, due = replies[i * 6 : i * 6 + 6]
-            if isinstance(pending, Exception) or isinstance(stale, Exception):
-                self.streams[name].ensure_group()
-                pending, stale = {"pending": 0}, []
-            unread = (length if isinstance(length, int) else 0) - pending["pending"]
-            if paused or not (unread > 0 or stale or due):
+        offset = len(self.partitions) * 4
+        for j, (name, k) in enumerate(plan):
+            leased, length, pending = replies[offset + j * 3 : offset + j * 3 + 3]
+            paused, batches = destinations[name]
+            if isinstance(pending, Exception):
+                PartitionStream(self.redis, self.keys, name, k).ensure_group()
+                pending = {"pending": 0}
+            held = pending["pending"]
+            unread = (length if isinstance(length, int) else 0) - held
+            if leased or paused or not (unread > 0 or held > 0 or (k == 0 and batches)):
                 continue
-            wanted = self._drains_wanted(name, unread)
-            free = [slot for slot, owner in enumerate(leases) if owner is None]
-            running = len(leases) - len(free)
-            for slot in free[: max(0, wanted - running)]:
-                if self._start(name, slot):
-                    started.append(name)
+            if self._start(name, k):
+                started.append(name)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self.housekeeping(now)
         return started
 
-    def _drains_wanted(self, name: str, unread: int) -> int:
-        """One drain, and one more for each full request's worth of unread events."""
-        dest = self.settings.destination(name)
-        return min(dest.parallel_drains, 1 + unread // dest.max_events)
-
-    def _start(self, name: str, slot: int) -> bool:
+    def _start(self, name: str, partition: int) -> bool:
         token = uuid.uuid4().hex
-        if not self.leases.acquire(name, slot, token, self.settings.reclaim_idle_seconds):
+        if not self.leases.acquire(name, partition, token, self.settings.lease_seconds):
             return False
-        self.start_drain(name, token, slot)
+        self.start_drain(name, token, partition)
         return True
 
     def housekeeping(self, now: float) -> None:
@@ -117,14 +167,19 @@ class Scheduler:
             pruned = DeadLetterStore(self.redis, self.keys).prune(now - ttl)
             if pruned:
                 log.info("pruned %d dead letters older than %.0f s", pruned, ttl)
-        for name in self.streams:
-            try:
-                consumers = self.redis.xinfo_consumers(self.keys.stream(name), GROUP)
-            except Exception:  # the stream may not exist yet
-                continue
-            for consumer in consumers:
-                if consumer["pending"] == 0 and consumer["idle"] > STALE_CONSUMER_SECONDS * 1000:
-                    self.redis.xgroup_delconsumer(self.keys.stream(name), GROUP, consumer["name"])
+        for dest in self.settings.enabled_destinations:
+            self.partitions[dest.name] = list(range(dest.partitions)) + self._leftover(dest.name, dest.partitions)
+
+    def _leftover(self, name: str, partitions: int) -> list[int]:
+        """Partitions beyond the configured ones that still hold events."""
+        extra = range(partitions, MAX_PARTITIONS)
+        pipe = self.redis.pipeline(transaction=False)
+        for k in extra:
+            pipe.xlen(self.keys.stream(name, k))
+        found = [k for k, length in zip(extra, pipe.execute()) if length]
+        if found:
+            log.warning("%s: draining partitions %s left from an earlier parallel_drains", name, found)
+        return found
 
 
 class SchedulerStep(bootsteps.StartStopStep):
@@ -142,7 +197,10 @@ class SchedulerStep(bootsteps.StartStopStep):
         from worker.app import app
 
         scheduler = Scheduler(app.relay_settings, start_drain)
-        scheduler.prepare()
+        try:
+            scheduler.prepare()  # refuses an evicting Redis before the worker takes tasks
+        except redis.RedisError as exc:
+            log.warning("Redis is out of reach at start-up (%s); the scheduler waits for it", type(exc).__name__)
         self._thread = threading.Thread(target=self._loop, args=(scheduler,), name="relay-scheduler", daemon=True)
         self._thread.start()
 
@@ -154,6 +212,6 @@ class SchedulerStep(bootsteps.StartStopStep):
     def _loop(self, scheduler: Scheduler) -> None:
         while not self._stop.wait(scheduler.settings.tick_seconds):
             try:
-                scheduler.tick()
+                scheduler.run_once()
             except Exception:
                 log.exception("scheduler tick failed; trying again next tick")

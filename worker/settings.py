@@ -41,6 +41,9 @@ DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
 #: API key the sandboxes accept when the built-in configuration is used.
 SANDBOX_API_KEY = "sandbox-key"
 
+#: Most partitions (parallel drains) a destination may have.
+MAX_PARTITIONS = 16
+
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
 
@@ -71,6 +74,8 @@ class DestinationSettings:
     parallel_drains: int = 1
     #: Canonical event names this destination never receives (counted as skipped).
     skip_events: frozenset[str] = frozenset()
+    #: Most events the destination's stream may hold; ``enqueue`` refuses more (0: no cap).
+    max_backlog_events: int = 1_000_000
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,7 +85,13 @@ class DestinationSettings:
 
     @property
     def request_timeout_seconds(self) -> float:
+        """Longest a request may last: the transport enforces it as a total timeout."""
         return self.connect_timeout_seconds + self.read_timeout_seconds
+
+    @property
+    def partitions(self) -> int:
+        """The destination's stream is split into one partition per parallel drain."""
+        return self.parallel_drains
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,11 @@ class Settings:
     backoff_cap_seconds: float = 600.0
     #: Longest Retry-After honoured; a longer one is treated as this (the batch waits in Redis).
     max_retry_after_seconds: float = 3600.0
-    #: Events read by a worker that died are taken over after this long without an ack.
-    reclaim_idle_seconds: float = 60.0
+    #: A drain owns its partition by a lease this long, renewed every ``lease_seconds / 5`` by
+    #: a heartbeat thread.  A killed worker's partition is taken over this long after it died.
+    lease_seconds: float = 5.0
+    #: A destination that keeps failing is probed at least this often (the breaker half-opens).
+    probe_interval_seconds: float = 5.0
     #: An event handed out this many times without an ack is dead-lettered (poison guard).
     max_deliveries: int = 10
     #: Celery's Redis visibility timeout: an unacked task message comes back after this long.
@@ -115,6 +129,14 @@ class Settings:
     default_phone_region: str | None = None
     #: 0 keeps dead letters until they are replayed or purged.
     dead_letter_ttl_seconds: float = 0.0
+    #: The same ``enqueue`` call (destinations, event ids and names) again within this long is
+    #: recognised and not stored twice, so a retry after a timeout is safe.  0 turns it off.
+    enqueue_dedup_seconds: float = 120.0
+    #: Above this fraction of Redis ``maxmemory``, ``enqueue`` refuses new events so that
+    #: outcomes, leases and broker messages always have room.
+    memory_high_water: float = 0.9
+    #: Accept a Redis whose ``maxmemory-policy`` may evict keys (events would be lost).
+    allow_evicting_redis: bool = False
     destinations: Mapping[str, DestinationSettings] = field(default_factory=dict)
 
     def destination(self, name: str) -> DestinationSettings:
@@ -155,7 +177,10 @@ class RelaySchema(Schema):
     backoff_base_seconds = fields.Float(validate=validate.Range(min=0.0))
     backoff_cap_seconds = fields.Float(validate=validate.Range(min=0.0))
     max_retry_after_seconds = fields.Float(validate=validate.Range(min=0.0))
-    reclaim_idle_seconds = fields.Float(validate=validate.Range(min=0.1))
+    lease_seconds = fields.Float(validate=validate.Range(min=0.5, max=300.0))
+    probe_interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600.0))
+    #: Replaced by ``lease_seconds``; refused with a message that says so.
+    reclaim_idle_seconds = fields.Raw(load_only=True)
     max_deliveries = fields.Integer(validate=validate.Range(min=1))
     visibility_timeout_seconds = fields.Float(validate=validate.Range(min=1.0))
     tick_seconds = fields.Float(validate=validate.Range(min=0.01, max=60.0))
@@ -164,6 +189,18 @@ class RelaySchema(Schema):
         allow_none=True, validate=validate.Regexp(r"^[A-Z]{2}\Z", error="Use an ISO 3166 alpha-2 code such as DE.")
     )
     dead_letter_ttl_seconds = fields.Float(validate=validate.Range(min=0.0))
+    enqueue_dedup_seconds = fields.Float(validate=validate.Range(min=0.0, max=86400.0))
+    memory_high_water = fields.Float(validate=validate.Range(min=0.1, max=0.99))
+    allow_evicting_redis = fields.Boolean()
+
+    @validates_schema
+    def _renamed(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "reclaim_idle_seconds" in data:
+            raise ValidationError(
+                "Renamed to lease_seconds: a dead drain's events are now taken over when its lease "
+                "runs out (default 5 s), not after they sat idle; remove the key or rename it.",
+                "reclaim_idle_seconds",
+            )
 
 
 class DestinationSchema(Schema):
@@ -184,8 +221,9 @@ class DestinationSchema(Schema):
     enabled = fields.Boolean()
     rate_limit_per_second = fields.Float(validate=validate.Range(min=0.0))
     rate_limit_key = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}\Z"))
-    parallel_drains = fields.Integer(validate=validate.Range(min=1, max=16))
+    parallel_drains = fields.Integer(validate=validate.Range(min=1, max=MAX_PARTITIONS))
     skip_events = fields.List(fields.String())
+    max_backlog_events = fields.Integer(validate=validate.Range(min=0))
 
     @validates_schema
     def _no_inline_key(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -324,23 +362,25 @@ def _destination(
         rate_limit_key=data.get("rate_limit_key") or f"{vendor}:{hashlib.sha256(api_key.encode()).hexdigest()[:12]}",
         parallel_drains=data.get("parallel_drains", adapter.default_parallel_drains),
         skip_events=frozenset(data.get("skip_events", adapter.default_skip_events)),
+        max_backlog_events=data.get("max_backlog_events", 1_000_000),
         options=options,
     )
     return None
 
 
+def drain_hard_limit(settings: Settings) -> float:
+    """The ``relay.drain`` task's hard time limit, a backstop only: a drain checks its budget
+    before every request, so it ends at most one request (and the writes after it) past the
+    budget; twice the longest request and ten seconds more are never reached."""
+    longest = max((d.request_timeout_seconds for d in settings.destinations.values()), default=10.0)
+    return settings.drain_budget_seconds + 2 * longest + 10.0
+
+
 def _check_timing(settings: Settings) -> None:
-    """Reclaiming must not steal events from a drainer that is merely waiting on a slow vendor."""
-    for dest in settings.destinations.values():
-        held = settings.flush_deadline_seconds + dest.request_timeout_seconds
-        if settings.reclaim_idle_seconds <= held:
-            raise ConfigurationError(
-                f"relay.reclaim_idle_seconds: {settings.reclaim_idle_seconds} is not above the "
-                f"{held:.2f} s a drainer may hold events of destination {dest.name!r} "
-                "(flush deadline + connect and read timeouts); raise it or lower the timeouts."
-            )
-    if settings.drain_budget_seconds >= settings.visibility_timeout_seconds:
+    limit = drain_hard_limit(settings)
+    if limit >= settings.visibility_timeout_seconds:
         raise ConfigurationError(
-            "relay.drain_budget_seconds must be below relay.visibility_timeout_seconds, or a "
-            "running drain task would be handed out a second time."
+            f"relay.visibility_timeout_seconds: {settings.visibility_timeout_seconds} is not above the "
+            f"{limit:.0f} s a drain task may run (drain_budget_seconds + 2 request timeouts + 10 s); the "
+            "broker would hand a running drain out twice. Raise it or lower drain_budget_seconds."
         )

@@ -1,9 +1,16 @@
-"""A destination's stream of accepted events, read through one consumer group.
+"""A partition of a destination's stream, read through one consumer group.
 
-The producer appends; drain tasks read with ``XREADGROUP``, which records every entry handed out
-in the group's pending list until it is acknowledged.  An entry is acknowledged and deleted in
-the same transaction that records its outcome, so the stream only ever holds unresolved events,
-and events held by a worker that died are taken over with ``XAUTOCLAIM`` once idle long enough.
+The producer appends; the drain task that owns the partition reads with ``XREADGROUP`` under a
+consumer name of its own, which records every entry handed out in that consumer's pending list
+until it is acknowledged.  An entry is acknowledged and deleted in the same transaction that
+records its outcome, so the stream only ever holds unresolved events.
+
+When ownership passes to a new drain (the previous one ended, died or lost its lease), the new
+owner takes over the previous consumers' pending entries with :meth:`PartitionStream.take_over`
+-- but only once nothing of theirs can still be in flight: each drain marks, before every
+request, until when that request may last (``<p>:inflight:<d>:<k>``).  The take-over and the
+removal of an emptied consumer happen in one script, so no entry is ever left in a consumer
+that nobody will read again.
 """
 
 from __future__ import annotations
@@ -18,6 +25,55 @@ from worker.keys import GROUP
 if TYPE_CHECKING:
     from worker.keys import Keys
 
+#: Most pending entries taken over in one script call.
+TAKE_OVER_BATCH = 1000
+
+# KEYS: lease, in-flight markers, stream.  ARGV: token, this consumer, group, most entries.
+# Returns {-1} if the caller does not own the lease, else {consumers still in flight, then
+# id, fields, times delivered for each entry taken over}.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[3], ARGV[3])
+if not ok then return {0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local room = tonumber(ARGV[4])
+local out = {0}
+local busy = 0
+for _, c in ipairs(consumers) do
+  local name, pending
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
+  end
+  if name ~= ARGV[2] then
+    if tonumber(redis.call('HGET', KEYS[2], name) or '0') > now then
+      busy = busy + 1
+    else
+      if pending > 0 and room > 0 then
+        local held = redis.call('XPENDING', KEYS[3], ARGV[3], '-', '+', room, name)
+        local ids, times = {}, {}
+        for _, p in ipairs(held) do ids[#ids + 1] = p[1]; times[p[1]] = p[4] end
+        if #ids > 0 then
+          for _, e in ipairs(redis.call('XCLAIM', KEYS[3], ARGV[3], ARGV[2], 0, unpack(ids))) do
+            out[#out + 1] = e[1]; out[#out + 1] = e[2]; out[#out + 1] = times[e[1]] + 1
+          end
+        end
+        room = room - #ids
+        pending = pending - #ids
+      end
+      if pending <= 0 then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[3], ARGV[3], name)
+        redis.call('HDEL', KEYS[2], name)
+      else
+        busy = busy + 1
+      end
+    end
+  end
+end
+out[1] = busy
+return out
+"""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -31,10 +87,17 @@ class Entry:
         return int(self.id.split("-", 1)[0]) / 1000.0
 
 
-class EventStream:
-    def __init__(self, client: redis.Redis, keys: Keys, destination: str) -> None:
+class PartitionStream:
+    """One partition: its stream key, its in-flight markers and its lease key."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, destination: str, partition: int = 0) -> None:
         self.redis = client
-        self.key = keys.stream(destination)
+        self.destination = destination
+        self.partition = partition
+        self.key = keys.stream(destination, partition)
+        self.inflight_key = keys.inflight(destination, partition)
+        self.lease_key = keys.lease(destination, partition)
+        self._take_over = client.register_script(_TAKE_OVER)
 
     def ensure_group(self) -> None:
         try:
@@ -57,26 +120,31 @@ class EventStream:
             return []
         return [Entry(id.decode(), fields) for id, fields in reply[0][1] if fields]
 
-    def reclaim(self, consumer: str, min_idle_seconds: float, count: int) -> list[Entry]:
-        """Entries another consumer read and left unacknowledged for ``min_idle_seconds``."""
-        try:
-            reply = self.redis.xautoclaim(self.key, GROUP, consumer, int(min_idle_seconds * 1000), "0-0", count=count)
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.ensure_group()
-            return []
-        claimed = [(id.decode(), fields) for id, fields in reply[1] if fields]
-        if not claimed:
-            return []
-        pending = self.redis.xpending_range(self.key, GROUP, claimed[0][0], claimed[-1][0], len(claimed) * 2, consumer)
-        deliveries = {p["message_id"].decode(): p["times_delivered"] for p in pending}
-        return [Entry(id, fields, deliveries.get(id, 1)) for id, fields in claimed]
+    def take_over(self, token: str, consumer: str, count: int = TAKE_OVER_BATCH) -> tuple[list[Entry], int] | None:
+        """Entries earlier drains of this partition read and left unresolved.
 
-    def ack(self, pipe: redis.client.Pipeline, ids: list[str]) -> None:
+        Returns:
+            The entries now held by ``consumer``, and how many earlier consumers may still have
+            a request in flight (their entries are taken over later); ``None`` if ``token`` no
+            longer owns the partition.
+        """
+        reply = self._take_over(
+            keys=[self.lease_key, self.inflight_key, self.key], args=[token, consumer, GROUP, count]
+        )
+        if int(reply[0]) < 0:
+            return None
+        entries = []
+        for i in range(1, len(reply), 3):
+            flat = reply[i + 1]
+            fields = {flat[j]: flat[j + 1] for j in range(0, len(flat), 2)}
+            entries.append(Entry(reply[i].decode(), fields, int(reply[i + 2])))
+        return entries, int(reply[0])
+
+    def ack(self, pipe: object, ids: list[str]) -> None:
+        """Queue the acknowledgement and deletion of resolved entries on ``pipe``."""
         if ids:
-            pipe.xack(self.key, GROUP, *ids)
-            pipe.xdel(self.key, *ids)
+            pipe.xack(self.key, GROUP, *ids)  # type: ignore[attr-defined]
+            pipe.xdel(self.key, *ids)  # type: ignore[attr-defined]
 
     def backlog(self) -> dict[str, int]:
         """``unread`` entries and ``pending`` ones (handed out, not yet resolved)."""
@@ -87,3 +155,12 @@ class EventStream:
         held = pending["pending"] if isinstance(pending, dict) else 0
         total = length if isinstance(length, int) else 0
         return {"unread": max(0, total - held), "pending": held}
+
+
+def destination_backlog(client: redis.Redis, keys: Keys, destination: str, partitions: int) -> dict[str, int]:
+    """``unread`` and ``pending`` summed over a destination's partitions."""
+    total = {"unread": 0, "pending": 0}
+    for k in range(partitions):
+        for name, value in PartitionStream(client, keys, destination, k).backlog().items():
+            total[name] += value
+    return total

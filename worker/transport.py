@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout
 
 from worker.outcomes import RetryLater
 
@@ -30,7 +31,13 @@ class Response:
 class Transport:
     def __init__(self, destination: DestinationSettings, pool_size: int = 4) -> None:
         self.destination = destination
-        self.timeout = (destination.connect_timeout_seconds, destination.read_timeout_seconds)
+        # ``total`` bounds connect and read together: the in-flight mark a drain sets before a
+        # request (see worker.lease) must outlast it.
+        self.timeout = Timeout(
+            connect=destination.connect_timeout_seconds,
+            read=destination.read_timeout_seconds,
+            total=destination.request_timeout_seconds,
+        )
         self.session = requests.Session()
         self.session.verify = True
         # Retries belong to the delivery engine, which knows the retry horizon and backoff.
@@ -51,7 +58,7 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.Timeout:
-            return RetryLater(reason="timeout", excerpt=f"no answer within {self.timeout[1]} s")
+            return RetryLater(reason="timeout", excerpt=f"no answer within {self.timeout.total} s")
         except requests.ConnectionError as exc:
             return RetryLater(reason="connection_error", excerpt=_describe(exc))
         except requests.RequestException as exc:

@@ -2,7 +2,9 @@
 
 A failed batch is parked here rather than on a broker countdown: a Celery countdown longer than
 the Redis visibility timeout would be handed out twice, and a retry horizon of a day is far
-longer than any sane visibility timeout.  The drain task claims due batches itself.
+longer than any sane visibility timeout.  The drain of a destination's partition 0 claims due
+batches itself; a claim lasts until the end of the request it is for (renewed by each request
+of the batch), so a batch is in at most one request at a time.
 """
 
 from __future__ import annotations
@@ -12,18 +14,43 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from worker.errors import LeaseLost
+
 if TYPE_CHECKING:
     import redis
 
     from worker.keys import Keys
 
-# Claim the most overdue batch and push its score out by the lease, atomically, so that two
-# drainers never claim the same batch and a drainer that dies leaves it due again.
+# KEYS: lease, retry zset.  ARGV: token, highest due time to take (now, or +inf for a probe),
+# now, claimed until, batch key prefix, lease ttl ms.  Takes the most overdue batch nobody has
+# claimed and pushes its score and ``claimed_until`` past the coming request, atomically, so two
+# drains never claim the same batch and a drain that dies leaves it due again.
 _CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
-if #ids == 0 then return false end
-redis.call('ZADD', KEYS[1], ARGV[2], ids[1])
-return ids[1]
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 20)) do
+  local key = ARGV[5] .. id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[2], id)
+  elseif tonumber(redis.call('HGET', key, 'claimed_until') or '0') <= tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[2], ARGV[4], id)
+    redis.call('HSET', key, 'claimed_until', ARGV[4])
+    return {1, id}
+  end
+end
+return {0}
+"""
+
+# KEYS: retry zset.  ARGV: now, batch key prefix.  Every batch not claimed becomes due now.
+_RESCHEDULE = """
+local n = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  if tonumber(redis.call('HGET', ARGV[2] .. id, 'claimed_until') or '0') <= tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], id)
+    n = n + 1
+  end
+end
+return n
 """
 
 
@@ -78,25 +105,43 @@ class WaitingBatches:
         self.redis = client
         self.keys = keys
         self._claim = client.register_script(_CLAIM)
+        self._reschedule = client.register_script(_RESCHEDULE)
 
-    def park(self, pipe: redis.client.Pipeline, batch: WaitingBatch) -> None:
+    def park(self, pipe: Any, batch: WaitingBatch) -> None:
         pipe.hset(self.keys.batch(batch.destination, batch.id), mapping=batch.to_redis())
         pipe.zadd(self.keys.retry(batch.destination), {batch.id: batch.next_attempt_at})
 
-    def remove(self, pipe: redis.client.Pipeline, destination: str, batch_id: str) -> None:
+    def remove(self, pipe: Any, destination: str, batch_id: str) -> None:
         pipe.zrem(self.keys.retry(destination), batch_id)
         pipe.delete(self.keys.batch(destination, batch_id))
 
-    def claim_due(self, destination: str, now: float, lease_seconds: float) -> WaitingBatch | None:
-        """The most overdue batch, leased to the caller for ``lease_seconds``."""
+    def claim(
+        self, destination: str, lease: tuple[str, str, int], now: float, window_seconds: float, *, probe: bool = False
+    ) -> WaitingBatch | None:
+        """The most overdue batch (with ``probe``, the soonest due, even if not due yet),
+        claimed for ``window_seconds`` by the drain holding ``lease`` (key, token, ttl ms).
+
+        Raises:
+            LeaseLost: the lease is no longer the caller's.
+        """
+        lease_key, token, ttl_ms = lease
+        prefix = self.keys.batch(destination, "")
         while True:
-            batch_id = self._claim(keys=[self.keys.retry(destination)], args=[now, now + lease_seconds])
-            if not batch_id:
+            reply = self._claim(
+                keys=[lease_key, self.keys.retry(destination)],
+                args=[token, "+inf" if probe else now, now, now + window_seconds, prefix, ttl_ms],
+            )
+            if int(reply[0]) < 0:
+                raise LeaseLost("the partition's lease passed to another drain")
+            if not int(reply[0]):
                 return None
-            raw = self.redis.hgetall(self.keys.batch(destination, batch_id.decode()))
+            raw = self.redis.hgetall(prefix + reply[1].decode())
             if raw:
                 return WaitingBatch.from_redis(raw)
-            self.redis.zrem(self.keys.retry(destination), batch_id)
+
+    def reschedule_all(self, destination: str, now: float) -> int:
+        """Make every unclaimed batch due now: the destination answers again."""
+        return int(self._reschedule(keys=[self.keys.retry(destination)], args=[now, self.keys.batch(destination, "")]))
 
     def count(self, destination: str) -> int:
         return int(self.redis.zcard(self.keys.retry(destination)))
