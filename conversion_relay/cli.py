@@ -28,8 +28,14 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
+
+import redis
 
 from worker.errors import ConfigurationError
+
+#: Exit status when Redis cannot be reached (1: refused or not found, 2: configuration or usage).
+EXIT_REDIS_UNREACHABLE = 3
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -112,10 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def redis_location(url: str) -> str:
+    """Where a Redis URL points, for messages: ``host:port`` or the socket path, never credentials."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return parts.path or "a Unix socket"
+        host = parts.hostname or "localhost"
+        port = parts.port or 6379
+    except ValueError:  # a port that is not a number, a broken IPv6 address
+        return "the configured address"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _run(args: argparse.Namespace) -> int:
-    from worker.admin import Admin
-    from worker.deadletter import Selection
-    from worker.runtime import connect
     from worker.settings import load_settings
 
     settings = load_settings()
@@ -124,9 +140,34 @@ def _run(args: argparse.Namespace) -> int:
             state = "enabled" if dest.enabled else "disabled"
             print(f"{dest.name}: {dest.vendor} at {dest.base_url} ({state}; key from {dest.api_key_env})")
         return 0
+    where = redis_location(settings.redis_url)
+    try:
+        return _run_with_redis(args, settings)
+    except redis.AuthenticationError as exc:  # a ConnectionError to redis-py, but Redis is there
+        print(
+            f"conversion-relay: Redis at {where} refused the credentials ({type(exc).__name__}); check REDIS_URL.",
+            file=sys.stderr,
+        )
+        return EXIT_REDIS_UNREACHABLE
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        print(
+            f"conversion-relay: cannot reach Redis at {where} ({type(exc).__name__}); is it running? check REDIS_URL.",
+            file=sys.stderr,
+        )
+        return EXIT_REDIS_UNREACHABLE
+
+
+def _run_with_redis(args: argparse.Namespace, settings: Any) -> int:
+    """The commands that need Redis; its connection errors are the caller's to report."""
+    from worker.admin import Admin
+    from worker.deadletter import Selection
+    from worker.runtime import connect
+
     if args.command == "enqueue":
         return _enqueue(args, settings)
-    admin = Admin(settings, connect(settings.redis_url))
+    client = connect(settings.redis_url)
+    client.ping()  # before anything is written (dlq export -o would leave an empty file)
+    admin = Admin(settings, client)
     if args.command == "status":
         report = admin.status()
         print(json.dumps(report, indent=2) if args.json else _status_table(report))
@@ -175,6 +216,9 @@ def _enqueue(args: argparse.Namespace, settings: Any) -> int:
     try:
         payload = parse_json(text, args.file)
         with Relay(settings) as relay:
+            # The producer turns Redis errors into EnqueueError; ask first, so that an
+            # unreachable Redis is reported as for every other command.
+            relay.redis.ping()
             if args.native:
                 count = relay.enqueue_native(args.native, payload, operation=args.operation)
             else:

@@ -8,6 +8,8 @@ default; give a slow vendor workers of its own with ``-Q relay.<name>``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
@@ -17,10 +19,26 @@ from worker.settings import Settings, load_settings
 
 INGEST_QUEUE = "relay.ingest"
 ADMIN_QUEUE = "relay.admin"
+#: URL schemes of RabbitMQ (AMQP 0-9-1) brokers.
+AMQP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 
 
 class RelayCelery(Celery):
     relay_settings: Settings
+    # Broker connections whose teardown after a lost Redis does not kill the worker (Celery and
+    # kombu 5.7 otherwise do, when an acks_late task is running): see worker/broker.py.
+    amqp_cls = "worker.broker:RelayAMQP"
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """The visibility timeout (an unacked message comes back after it) for the brokers that have
+    one, as Redis does; none for RabbitMQ, which takes an unacked message back as soon as the
+    consumer's channel closes, and whose transport would pass the option on to
+    ``amqp.Connection`` as an unknown keyword argument."""
+    scheme = settings.broker_url.split(";", 1)[0].strip().partition("://")[0].lower()
+    if scheme in AMQP_TRANSPORTS:
+        return {}
+    return {"visibility_timeout": int(settings.visibility_timeout_seconds)}
 
 
 def create_app(settings: Settings | None = None) -> RelayCelery:
@@ -45,7 +63,7 @@ def create_app(settings: Settings | None = None) -> RelayCelery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": int(settings.visibility_timeout_seconds)},
+        broker_transport_options=broker_transport_options(settings),
         result_backend_transport_options={"visibility_timeout": int(settings.visibility_timeout_seconds)},
         broker_connection_retry_on_startup=True,
         task_queues=queues,

@@ -47,6 +47,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+_GIVE_BACK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: lease, pause, breaker.  ARGV: token, ttl ms.  PEXPIRE never grows memory.
 _HEARTBEAT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, false, false} end
@@ -89,10 +94,15 @@ class Leases:
         self.redis = client
         self.keys = keys
         self._acquire = client.register_script(_ACQUIRE)
+        self._give_back = client.register_script(_GIVE_BACK)
 
     def acquire(self, destination: str, partition: int, token: str, ttl_seconds: float) -> bool:
         keys = [self.keys.lease(destination, partition), self.keys.inflight(destination, partition)]
         return bool(self._acquire(keys=keys, args=[token, int(ttl_seconds * 1000), consumer_name(partition, token)]))
+
+    def release(self, destination: str, partition: int, token: str) -> None:
+        """Give back a lease no drain task was started for."""
+        self._give_back(keys=[self.keys.lease(destination, partition)], args=[token])
 
 
 def consumer_name(partition: int, token: str) -> str:

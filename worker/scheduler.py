@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import redis
 from celery import bootsteps
+from kombu.exceptions import OperationalError
 
 from worker.breaker import OPEN_AFTER
 from worker.errors import ConfigurationError
@@ -97,7 +98,7 @@ class Scheduler:
                 log.error("not scheduling: %s", exc)
                 self._quiet_until = now + UNREACHABLE_LOG_SECONDS
             return []
-        except redis.RedisError as exc:
+        except (redis.RedisError, OperationalError) as exc:  # the data's Redis, or the broker
             now = self.clock()
             if now >= self._quiet_until:
                 log.warning("Redis is out of reach (%s); scheduling resumes when it is back", type(exc).__name__)
@@ -156,7 +157,11 @@ class Scheduler:
         token = uuid.uuid4().hex
         if not self.leases.acquire(name, partition, token, self.settings.lease_seconds):
             return False
-        self.start_drain(name, token, partition)
+        try:
+            self.start_drain(name, token, partition)
+        except BaseException:
+            self.leases.release(name, partition, token)  # no task will hold it; schedule again
+            raise
         return True
 
     def housekeeping(self, now: float) -> None:
