@@ -5,7 +5,7 @@
 """
 
 from conversion_relay.producer import Relay
-from worker.errors import ConfigurationError, EnqueueError, EventValidationError, RelayError
+from worker.errors import BacklogFullError, ConfigurationError, EnqueueError, EventValidationError, RelayError
 
-__all__ = ["Relay", "RelayError", "ConfigurationError", "EnqueueError", "EventValidationError"]
+__all__ = ["Relay", "RelayError", "ConfigurationError", "EnqueueError", "BacklogFullError", "EventValidationError"]
 __version__ = "0.1.0"

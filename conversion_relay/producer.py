@@ -25,40 +25,46 @@ from worker.settings import Settings, load_settings
 from worker.vendors import VendorAdapter, adapter_for
 
 # One command, so one round trip, and all-or-nothing per destination.
-# KEYS: memory flag, call key, then per destination its stats key and its partition streams.
-# ARGV: entry field (c or n), destination count, dedup ms, (partitions, cap) per destination,
-#       then (partition hash, payload) per event.
-# Returns {-1} above the memory high-water mark, {-2} for a call already stored, else
-# {destinations stored, (index, backlog) of each destination refused for its cap...}.
+# KEYS: memory flag, then per destination its stats key, its call key and its partition streams.
+# ARGV: entry field (c or n), destination count, dedup ms (0: none), (partitions, cap) per
+#       destination, then (partition hash, payload) per event.
+# A destination whose call key exists already holds this call and is left alone: a retry of a
+# call that timed out, or that a full destination refused, stores only where it is missing.
+# Returns {-1} above the memory high-water mark, else {destinations stored now, destinations
+# that held the call already, then (index, backlog) of each destination refused for its cap}.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
 local dedup_ms = tonumber(ARGV[3])
-if dedup_ms > 0 and redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
 local ndest = tonumber(ARGV[2])
 local first = 4 + 2 * ndest
 local nevents = (#ARGV - first + 1) / 2
 local open, refused = {}, {}
-local key = 3
+local held = 0
+local key = 2
 for d = 1, ndest do
   local parts, cap = tonumber(ARGV[2 + 2 * d]), tonumber(ARGV[3 + 2 * d])
-  local backlog = 0
-  for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + k]) end
-  if cap > 0 and backlog + nevents > cap then
-    refused[#refused + 1] = {d, backlog}
+  if dedup_ms > 0 and redis.call('EXISTS', KEYS[key + 1]) == 1 then
+    held = held + 1
   else
-    open[#open + 1] = {key, parts}
+    local backlog = 0
+    for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + 1 + k]) end
+    if cap > 0 and backlog + nevents > cap then
+      refused[#refused + 1] = {d, backlog}
+    else
+      open[#open + 1] = {key, parts}
+    end
   end
-  key = key + 1 + parts
+  key = key + 2 + parts
 end
 for _, dest in ipairs(open) do
   local stats, parts = dest[1], dest[2]
   for i = first, #ARGV, 2 do
-    redis.call('XADD', KEYS[stats + 1 + tonumber(ARGV[i]) % parts], '*', ARGV[1], ARGV[i + 1])
+    redis.call('XADD', KEYS[stats + 2 + tonumber(ARGV[i]) % parts], '*', ARGV[1], ARGV[i + 1])
   end
   redis.call('HINCRBY', KEYS[stats], 'accepted', nevents)
+  if dedup_ms > 0 then redis.call('SET', KEYS[stats + 1], '1', 'PX', dedup_ms) end
 end
-if #open > 0 and dedup_ms > 0 then redis.call('SET', KEYS[2], '1', 'PX', dedup_ms) end
-local out = {#open}
+local out = {#open, held}
 for _, r in ipairs(refused) do out[#out + 1] = r[1]; out[#out + 1] = r[2] end
 return out
 """
@@ -79,14 +85,13 @@ class Relay:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
         self.keys = Keys(self.settings.key_prefix)
-        self.redis = connect(self.settings.redis_url)
+        self.redis = connect(self.settings.redis_url, socket_timeout=self.settings.enqueue_timeout_seconds)
         region = self.settings.default_phone_region
         self._one = canonical_schema(region)
         self._many = canonical_many_schema(region)
         self._all = tuple(d.name for d in self.settings.enabled_destinations)
         self._append = self.redis.register_script(_APPEND)
         self._adapters: dict[str, VendorAdapter] = {}
-        self._layouts: dict[tuple[str, ...], tuple[list[str], list[Any], bool]] = {}
 
     def enqueue(
         self,
@@ -107,7 +112,8 @@ class Relay:
             EventValidationError: naming every bad field (by index for a list); nothing of the
                 call was enqueued.
             BacklogFullError: a destination is full; nothing was stored for it (``full``), the
-                others of the call did store the events (``stored_in``).
+                others of the call did store the events (``stored_in``).  The same call again
+                stores only where it is missing.
             EnqueueError: Redis could not take the events.  If ``maybe_stored`` is true (a
                 timeout), retry with the same ``event_id``s (``exc.event_ids``): the same call
                 is recognised and stored once.
@@ -124,10 +130,10 @@ class Relay:
         targets = self._targets(destinations)
         ids = [event["event_id"] for event in loaded]
         encoded = self._encode(loaded, many)
-        keys, caps, partitioned = self._layout(targets)
+        partitioned = self._fits(targets, len(encoded))
         hashes = [event_hash(e) for e in loaded] if partitioned else None
-        digest = self._digest(targets, loaded)
-        self._store(targets, keys, caps, b"c", encoded, hashes, digest, ids)
+        digest = self._digest(f"\1{e['event_id']}\0{e['event_name']}".encode() for e in loaded)
+        self._store(targets, b"c", encoded, hashes, digest, ids)
         return ids
 
     def enqueue_native(self, destination: str, payload: Any, *, operation: str | None = None) -> int:
@@ -153,9 +159,9 @@ class Relay:
         encoded = [orjson.dumps({"o": operation, "p": item}) for item in items]
         if encoded:
             targets = (destination,)
-            keys, caps, partitioned = self._layout(targets)
+            partitioned = self._fits(targets, len(encoded))
             hashes = [payload_hash(e) for e in encoded] if partitioned else None
-            self._store(targets, keys, caps, b"n", encoded, hashes, None, ())
+            self._store(targets, b"n", encoded, hashes, self._digest(encoded), ())
         return len(encoded)
 
     def _adapter(self, destination: str) -> VendorAdapter:
@@ -164,36 +170,45 @@ class Relay:
             found = self._adapters[destination] = adapter_for(self.settings.destination(destination))
         return found
 
-    def _layout(self, targets: tuple[str, ...]) -> tuple[list[str], list[Any], bool]:
-        """Keys and per-destination arguments of the append script for ``targets`` (cached)."""
-        found = self._layouts.get(targets)
-        if found is None:
-            keys: list[str] = []
-            args: list[Any] = []
-            for name in targets:
-                dest = self.settings.destination(name)
-                keys += [self.keys.stats(name), *self.keys.streams(name, dest.parallel_drains)]
-                args += [dest.parallel_drains, dest.max_backlog_events]
-            partitioned = any(self.settings.destination(n).parallel_drains > 1 for n in targets)
-            found = self._layouts[targets] = (keys, args, partitioned)
-        return found
+    def _fits(self, targets: tuple[str, ...], count: int) -> bool:
+        """Refuse a call larger than a target's whole backlog cap (it could never be stored);
+        return whether any target has several partitions (the events then need a hash)."""
+        for name in targets:
+            cap = self.settings.destination(name).max_backlog_events
+            if 0 < cap < count:
+                raise EventValidationError(
+                    {
+                        "_schema": [
+                            f"{count} events in one call is more than destination {name!r} may hold "
+                            f"(max_backlog_events {cap}); send them in smaller calls."
+                        ]
+                    }
+                )
+        return any(self.settings.destination(n).parallel_drains > 1 for n in targets)
 
-    def _digest(self, targets: tuple[str, ...], events: list[dict[str, Any]]) -> str | None:
-        """What identifies a call: its destinations and each event's id and name (a retry after
-        a timeout generates new times, but carries the same ids)."""
+    def _digest(self, pieces: Any) -> str | None:
+        """What identifies a call: each event's id and name (a retry after a timeout generates
+        new times, but carries the same ids), or a native payload's bytes."""
         if self.settings.enqueue_dedup_seconds <= 0:
             return None
         digest = hashlib.blake2b(digest_size=16)
-        digest.update("\0".join(targets).encode())
-        for event in events:
-            digest.update(f"\1{event['event_id']}\0{event['event_name']}".encode())
+        for piece in pieces:
+            digest.update(piece)
         return digest.hexdigest()
+
+    def _keys(self, targets: tuple[str, ...], digest: str | None) -> tuple[list[str], list[Any]]:
+        keys: list[str] = [self.keys.memory]
+        args: list[Any] = []
+        for name in targets:
+            dest = self.settings.destination(name)
+            call = self.keys.call(f"{digest}:{name}") if digest else self.keys.memory
+            keys += [self.keys.stats(name), call, *self.keys.streams(name, dest.parallel_drains)]
+            args += [dest.parallel_drains, dest.max_backlog_events]
+        return keys, args
 
     def _store(
         self,
         targets: tuple[str, ...],
-        dest_keys: list[str],
-        dest_args: list[Any],
         field: bytes,
         encoded: list[bytes],
         hashes: list[int] | None,
@@ -201,7 +216,7 @@ class Relay:
         ids: Sequence[str],
     ) -> None:
         dedup_ms = int(self.settings.enqueue_dedup_seconds * 1000) if digest else 0
-        keys = [self.keys.memory, self.keys.call(digest) if digest else self.keys.memory, *dest_keys]
+        keys, dest_args = self._keys(targets, digest)
         per_event: list[Any] = []
         for index, body in enumerate(encoded):
             per_event += (hashes[index] if hashes else 0, body)
@@ -224,8 +239,8 @@ class Relay:
                 stored_in=(),
                 event_ids=ids,
             )
-        if len(reply) > 1:
-            full = {targets[int(reply[i]) - 1]: int(reply[i + 1]) for i in range(1, len(reply), 2)}
+        if len(reply) > 2:
+            full = {targets[int(reply[i]) - 1]: int(reply[i + 1]) for i in range(2, len(reply), 2)}
             stored_in = tuple(name for name in targets if name not in full)
             limits = ", ".join(
                 f"{name} ({backlog} events waiting, max_backlog_events "
@@ -234,8 +249,8 @@ class Relay:
             )
             where = f"; stored for {', '.join(stored_in)}" if stored_in else "; nothing was enqueued"
             raise BacklogFullError(
-                f"Destination full: {limits}{where}. Retry later for the full destinations only "
-                "(destinations=exc.full) with the same event_ids (exc.event_ids).",
+                f"Destination full: {limits}{where}. Retry later for the full destinations "
+                "(destinations=list(exc.full)) with the same event_ids (exc.event_ids).",
                 full=full,
                 stored_in=stored_in,
                 event_ids=ids,
@@ -262,7 +277,8 @@ class Relay:
             )
         return EnqueueError(
             f"{server} did not answer ({kind}); the events may have been stored. Retry with the same "
-            "event_ids (exc.event_ids): the same call is recognised and stored once.",
+            "event_ids (exc.event_ids), or the same native payload: within enqueue_dedup_seconds the "
+            "same call is recognised and stored once.",
             event_ids=ids,
             maybe_stored=True,
         )

@@ -19,11 +19,13 @@ normalised value, see ``docs/producer.md``); plaintext that still arrives is has
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from conversion_relay.producer import Relay
 from worker.app import app
-from worker.errors import EnqueueError, EventValidationError
+from worker.errors import BacklogFullError, EnqueueError, EventValidationError
 
 log = logging.getLogger("conversion_relay.ingest")
 
@@ -37,15 +39,43 @@ def _producer() -> Relay:
     return _relay
 
 
+def with_fixed_ids(events: Any, task_id: str | None) -> Any:
+    """Give every event without an ``event_id`` one derived from the task id and its index.
+
+    A retry of the task, or the broker handing its message out again after a worker died,
+    then enqueues the very same ids, which the relay recognises as the same call (and vendors
+    as the same events) instead of generating new ones.
+    """
+
+    task_id = task_id or uuid.uuid4().hex  # called directly, not as a task: ids of its own
+
+    def fixed(event: Any, index: int) -> Any:
+        if isinstance(event, Mapping) and event.get("event_id") in (None, ""):
+            return {**event, "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"relay.enqueue:{task_id}:{index}"))}
+        return event
+
+    if isinstance(events, Mapping):
+        return fixed(events, 0)
+    if isinstance(events, list):
+        return [fixed(event, index) for index, event in enumerate(events)]
+    return events
+
+
 @app.task(name="relay.enqueue", bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def enqueue(self: Any, events: Any, destinations: list[str] | None = None) -> dict[str, Any]:
+    events = with_fixed_ids(events, self.request.id)
     try:
         ids = _producer().enqueue(events, destinations=destinations)
     except EventValidationError as exc:
         log.warning("relay.enqueue %s rejected: %s", self.request.id, exc)
         return {"accepted": 0, "errors": exc.messages}
-    except EnqueueError as exc:
-        raise self.retry(exc=exc, countdown=5) from None
+    except BacklogFullError as exc:
+        # Retry for the full destinations only: a full destination may stay full for longer than
+        # the others remember this call (enqueue_dedup_seconds).
+        retry_for = list(exc.full) if exc.stored_in else destinations
+        raise self.retry(exc=exc, countdown=5, args=[events], kwargs={"destinations": retry_for}) from None
+    except EnqueueError as exc:  # the same call again stores only where it is missing
+        raise self.retry(exc=exc, countdown=5, args=[events], kwargs={"destinations": destinations}) from None
     return {"accepted": len(ids), "event_ids": ids}
 
 

@@ -23,6 +23,7 @@ point loses nothing.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class Drainer:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.rt = rt
         self.sleep = sleep
@@ -89,7 +91,9 @@ class Drainer:
         self.stream = PartitionStream(rt.redis, rt.keys, destination, slot)
         self.lease = DrainLease(rt.redis, rt.keys, destination, slot, token, self.settings.lease_seconds)
         self.ledger = Ledger()
-        self.delivery = Delivery(rt, self.dest, self.stream, self.lease, self.ledger, clock=clock, sleep=sleep)
+        self.delivery = Delivery(
+            rt, self.dest, self.stream, self.lease, self.ledger, clock=clock, sleep=sleep, rand=rand
+        )
         cfg = self.dest.settings
         self.batcher = Batcher(
             max_events=cfg.max_events,
@@ -154,6 +158,8 @@ class Drainer:
             for chunk in self.batcher.expired(self.clock(), self.settings.flush_deadline_seconds):
                 self._send(chunk)
             if not self.batcher.held:
+                if self.clock() >= budget_end:
+                    break
                 if entries or self._earlier_busy:
                     continue
                 if self._probe():
@@ -256,19 +262,32 @@ class Drainer:
             return False
         origin = BATCH + batch.id
         self.ledger.hold(origin, len(batch.parts))
-        size = self.dest.settings.max_events
-        for start in range(0, len(batch.parts), size):
-            parts = [p.encode() for p in batch.parts[start : start + size]]
-            self._send(
-                Chunk(
-                    group=batch.group,
-                    parts=parts,
-                    origins=[origin] * len(parts),
-                    attempts=batch.attempts,
-                    first_failure_at=batch.first_failure_at,
-                )
-            )
+        for chunk in self._rechunk(batch.group, [p.encode() for p in batch.parts], origin):
+            chunk.attempts, chunk.first_failure_at = batch.attempts, batch.first_failure_at
+            self._send(chunk)
         return True
+
+    def _rechunk(self, group: str, parts: list[bytes], origin: str) -> list[Chunk]:
+        """A waiting batch's parts in requests within today's limits (they may have been lowered
+        since it was parked, or it is a replayed dead letter); a part too large alone is
+        dead-lettered without a request."""
+        cfg = self.dest.settings
+        batcher = Batcher(
+            max_events=cfg.max_events,
+            max_bytes=cfg.max_bytes,
+            envelope_size=self.dest.adapter.envelope_size,
+            max_held_parts=len(parts) + 1,
+            max_events_for=self.dest.adapter.max_parts_for,
+        )
+        chunks: list[Chunk] = []
+        for body in parts:
+            if batcher.fits_alone(group, body):
+                chunks += batcher.add(group, body, origin, 0.0)
+            else:
+                alone = Chunk(group=group, parts=[body], origins=[origin])
+                too_large = f"one event is over the {cfg.max_bytes}-byte request limit"
+                self.delivery.dead_letter(alone, "too_large", too_large)
+        return chunks + batcher.drain()
 
     def _send(self, chunk: Chunk) -> None:
         outcome = self.delivery.send(chunk)

@@ -38,9 +38,9 @@ key                            type        holds
 ``<p>:tick``                   string      held for one tick by the worker that schedules.
 ``<p>:memory``                 string      set while Redis is above the memory high-water
                                            mark: ``enqueue`` refuses new events.
-``<p>:call:<digest>``          string      a recent ``enqueue`` call (PX
-                                           ``enqueue_dedup_seconds``): the same call again is
-                                           recognised and not stored twice.
+``<p>:call:<digest>:<d>``      string      a recent ``enqueue`` call the destination stored
+                                           (PX ``enqueue_dedup_seconds``): the same call again
+                                           is not stored there twice.
 =============================  ==========  ====================================================
 
 Keys of one destination never appear in another's, so destinations share nothing but the

@@ -132,6 +132,8 @@ class Settings:
     #: The same ``enqueue`` call (destinations, event ids and names) again within this long is
     #: recognised and not stored twice, so a retry after a timeout is safe.  0 turns it off.
     enqueue_dedup_seconds: float = 120.0
+    #: Longest ``enqueue`` waits for Redis before raising ``EnqueueError`` (``maybe_stored``).
+    enqueue_timeout_seconds: float = 2.0
     #: Above this fraction of Redis ``maxmemory``, ``enqueue`` refuses new events so that
     #: outcomes, leases and broker messages always have room.
     memory_high_water: float = 0.9
@@ -190,6 +192,7 @@ class RelaySchema(Schema):
     )
     dead_letter_ttl_seconds = fields.Float(validate=validate.Range(min=0.0))
     enqueue_dedup_seconds = fields.Float(validate=validate.Range(min=0.0, max=86400.0))
+    enqueue_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=60.0))
     memory_high_water = fields.Float(validate=validate.Range(min=0.1, max=0.99))
     allow_evicting_redis = fields.Boolean()
 

@@ -114,8 +114,8 @@ class PartitionStream:
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self.ensure_group()
-            return []
+            self.ensure_group()  # from the start of the stream: nothing stored is skipped
+            reply = self.redis.xreadgroup(GROUP, consumer, {self.key: ">"}, count=count)
         if not reply:
             return []
         return [Entry(id.decode(), fields) for id, fields in reply[0][1] if fields]
