@@ -278,6 +278,9 @@ def _status_table(report: dict[str, Any]) -> str:
             f"  backlog: {backlog['unread']} unread, {backlog['pending']} in flight; "
             f"{info['waiting_batches']} waiting batches; {info['dead_letters']} dead letters"
         )
+        if info.get("failing"):
+            run = info["failing"]
+            lines.append(f"  failing: {run['failures']} transient failures in a row since {_when(run['since'])}")
         if info["backing_off_until"]:
             lines.append(f"  backing off until {_when(info['backing_off_until'])}")
         for batch in info["waiting"]:

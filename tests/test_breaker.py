@@ -103,3 +103,15 @@ def test_retry_after_is_honoured_beyond_the_probe_interval(make_stack, gravity):
     clock = FakeClock(stack.redis.time()[0] + 0.0)
     drain(stack, clock).run()
     assert 7.0 <= paused_for(stack, clock) <= 7.5
+
+
+def test_status_shows_the_run_of_failures_until_the_vendor_answers(make_stack, gravity):
+    stack = make_stack(relay=BREAKER)
+    gravity.configure(statuses=[503, 503])
+    stack.relay.enqueue(leads(3))
+    clock = FakeClock(stack.redis.time()[0] + 0.0)
+    drain(stack, clock).run()
+    failing = stack.admin.status()["gravity"]["failing"]
+    assert failing["failures"] == 1 and failing["since"] <= clock.now
+    until_delivered(stack, gravity, clock, 3)
+    assert stack.admin.status()["gravity"]["failing"] is None

@@ -101,17 +101,21 @@ class Admin:
         return [selection.destination]
 
     def status(self, waiting_limit: int = 20) -> dict[str, Any]:
-        """Per destination: counters, backlog, back-off, and the waiting batches with their
-        attempts and next attempt time."""
+        """Per destination: counters, backlog, back-off, the run of transient failures (the
+        breaker), and the waiting batches with their attempts and next attempt time."""
         report: dict[str, Any] = {}
         for dest in self.settings.destinations.values():
             paused = self.redis.get(self.keys.pause(dest.name))
+            run = self.redis.hgetall(self.keys.breaker(dest.name))
             report[dest.name] = {
                 "vendor": dest.vendor,
                 "enabled": dest.enabled,
                 "counters": stats.read(self.redis, self.keys, dest.name),
                 "backlog": destination_backlog(self.redis, self.keys, dest.name, dest.partitions),
                 "backing_off_until": float(paused) if paused else None,
+                "failing": {"failures": int(run[b"failures"]), "since": float(run.get(b"since") or 0)}
+                if run.get(b"failures")
+                else None,
                 "waiting_batches": self.waiting.count(dest.name),
                 "waiting": [b.summary() for b in self.waiting.list(dest.name, waiting_limit)],
                 "dead_letters": self.letters.count(dest.name),
