@@ -226,3 +226,15 @@ def test_take_over_and_reads_racing_strand_nothing(make_stack):
     taken += [e.id for e in stream.read(me, 1000)]
     assert sorted(taken) == sorted(ids)
     assert [c["name"].decode() for c in stack.redis.xinfo_consumers(stream.key, GROUP)] == [me]
+
+
+def test_a_drain_task_handed_out_again_resumes_its_own_events(make_stack, gravity):
+    """The broker hands a drain task out again when its worker died (at once with RabbitMQ), with
+    the same token: while the lease lasts, that task is the owner and sends what it held."""
+    stack = make_stack()
+    ids = stack.relay.enqueue([{"event_name": "Lead", "event_id": f"lead-{i}"} for i in range(4)])
+    token, _ = _held_by_a_drain(stack, "gravity", 4)
+    report = Drainer(Runtime(stack.settings), "gravity", token, 0).run()
+    assert report.reclaimed == 4 and report.stopped == "idle"
+    assert sorted(e["event_id"] for e in gravity.events) == sorted(ids)
+    assert stack.admin.status()["gravity"]["backlog"] == {"unread": 0, "pending": 0}

@@ -115,6 +115,7 @@ class Drainer:
             if not self.lease.start():
                 self.report.stopped = "lease_lost"
                 return self.report
+            self._resume()
             self.report.stopped = self._rounds()
             self.delivery.defer_many(self.batcher.drain(), self.clock(), "handed over at the end of a drain")
         except LeaseLost:
@@ -170,6 +171,14 @@ class Drainer:
             # than wake for each one (every read costs a round trip on both sides).
             self.sleep(max(0.0, min(self._poll_seconds, self._until_deadline())))
         return "budget_spent"
+
+    def _resume(self) -> None:
+        """Events this very task held when it last ran (a redelivered task keeps its token)."""
+        after = "0"
+        while entries := self.stream.read_own(self.lease.consumer, self._room(), after):
+            self.report.reclaimed += len(entries)
+            self._take(entries)
+            after = entries[-1].id
 
     def _take_over(self) -> list[Entry]:
         """Entries earlier drains of this partition left, once none of theirs is in flight."""

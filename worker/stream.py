@@ -120,6 +120,25 @@ class PartitionStream:
             return []
         return [Entry(id.decode(), fields) for id, fields in reply[0][1] if fields]
 
+    def read_own(self, consumer: str, count: int, after: str = "0") -> list[Entry]:
+        """Entries ``consumer`` already holds (its pending list), after the id ``after``.
+
+        A drain task handed out again (its worker died, or the hard time limit struck) comes
+        back with the same token, hence the same consumer: it resumes its own events first.
+        """
+        try:
+            reply = self.redis.xreadgroup(GROUP, consumer, {self.key: after}, count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []
+        found = [(id.decode(), fields) for id, fields in (reply[0][1] if reply else []) if fields]
+        if not found:
+            return []
+        pending = self.redis.xpending_range(self.key, GROUP, found[0][0], found[-1][0], len(found), consumer)
+        times = {p["message_id"].decode(): p["times_delivered"] for p in pending}
+        return [Entry(id, fields, times.get(id, 2)) for id, fields in found]
+
     def take_over(self, token: str, consumer: str, count: int = TAKE_OVER_BATCH) -> tuple[list[Entry], int] | None:
         """Entries earlier drains of this partition read and left unresolved.
 
