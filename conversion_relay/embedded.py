@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -24,6 +25,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if the process is still there after ten seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_config(path: Path, relay: dict[str, Any], destinations: dict[str, dict[str, Any]]) -> Path:
+    """A configuration file with a ``[relay]`` table and one table per destination."""
+    lines = ["[relay]"] + [f"{k} = {toml_value(v)}" for k, v in relay.items()]
+    for name, table in destinations.items():
+        lines += ["", f"[destinations.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def redis_server_binary() -> str:
@@ -49,35 +82,49 @@ class EmbeddedRedis:
     Args:
         directory: where Redis keeps its files; a temporary directory when omitted.
         persist: keep an append-only file there (the demo does, tests do not).
+        extra: more ``redis-server`` arguments, e.g. ``("--maxmemory", "10mb")``.
     """
 
-    def __init__(self, directory: Path | None = None, *, persist: bool = False, databases: int = 16) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        persist: bool = False,
+        databases: int = 16,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="cr-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes" if persist else "no",
-                "--databases",
-                str(databases),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait_until_up()
+        self._args = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if persist else "no",
+            "--databases", str(databases),
+            *extra,
+        ]  # fmt: skip
+        self.start()
 
-    def _wait_until_up(self, timeout: float = 10.0) -> None:
+    def start(self) -> None:
+        """Start the server (again: the same port, directory and append-only file)."""
+        self.proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self._wait_until_up()
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown save; only what the append-only file holds survives."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def _wait_until_up(self, timeout: float = 30.0) -> None:
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
@@ -85,8 +132,8 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return
-                except redis.ConnectionError:
-                    pass
+                except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
+                    pass  # not listening yet, or replaying its append-only file
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start on port {self.port}")
                 time.sleep(0.05)
@@ -104,13 +151,7 @@ class EmbeddedRedis:
             client.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

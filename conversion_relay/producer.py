@@ -25,29 +25,42 @@ from worker.settings import Settings, load_settings
 from worker.vendors import VendorAdapter, adapter_for
 
 # One command, so one round trip, and all-or-nothing per destination.
-# KEYS: memory flag, then per destination its stats key, its call key and its partition streams.
-# ARGV: entry field (c or n), destination count, dedup ms (0: none), (partitions, cap) per
-#       destination, then (partition hash, payload) per event.
+# KEYS: per destination its stats key, its call key and its partition streams.
+# ARGV: entry field (c or n), destination count, dedup ms (0: none), memory high-water share,
+#       (partitions, cap) per destination, then (partition hash, payload) per event.
+# Redis's own memory is read first (INFO costs about 3 us): the call is refused whole if storing
+# it would pass the high-water mark, so outcomes, leases and broker messages always have room.
 # A destination whose call key exists already holds this call and is left alone: a retry of a
 # call that timed out, or that a full destination refused, stores only where it is missing.
-# Returns {-1} above the memory high-water mark, else {destinations stored now, destinations
-# that held the call already, then (index, backlog) of each destination refused for its cap}.
+# The backlog a cap counts is the streams plus the events in waiting batches.
+# Returns {-1, used, maxmemory} above the high-water mark, else {destinations stored now,
+# destinations that held the call already, then (index, backlog) of each refused destination}.
 _APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-local dedup_ms = tonumber(ARGV[3])
 local ndest = tonumber(ARGV[2])
-local first = 4 + 2 * ndest
+local first = 5 + 2 * ndest
 local nevents = (#ARGV - first + 1) / 2
+local info = redis.call('INFO', 'memory')
+local limit = tonumber(string.match(info, 'maxmemory:(%d+)'))
+if limit and limit > 0 then
+  local size = 0
+  for i = first + 1, #ARGV, 2 do size = size + #ARGV[i] end
+  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  if used + size * ndest * 2 > limit * tonumber(ARGV[4]) then return {-1, used, limit} end
+end
+local dedup_ms = tonumber(ARGV[3])
 local open, refused = {}, {}
 local held = 0
-local key = 2
+local key = 1
 for d = 1, ndest do
-  local parts, cap = tonumber(ARGV[2 + 2 * d]), tonumber(ARGV[3 + 2 * d])
+  local parts, cap = tonumber(ARGV[3 + 2 * d]), tonumber(ARGV[4 + 2 * d])
   if dedup_ms > 0 and redis.call('EXISTS', KEYS[key + 1]) == 1 then
     held = held + 1
   else
     local backlog = 0
-    for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + 1 + k]) end
+    if cap > 0 then
+      backlog = math.max(0, tonumber(redis.call('HGET', KEYS[key], 'waiting') or '0'))
+      for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + 1 + k]) end
+    end
     if cap > 0 and backlog + nevents > cap then
       refused[#refused + 1] = {d, backlog}
     else
@@ -197,11 +210,11 @@ class Relay:
         return digest.hexdigest()
 
     def _keys(self, targets: tuple[str, ...], digest: str | None) -> tuple[list[str], list[Any]]:
-        keys: list[str] = [self.keys.memory]
+        keys: list[str] = []
         args: list[Any] = []
         for name in targets:
             dest = self.settings.destination(name)
-            call = self.keys.call(f"{digest}:{name}") if digest else self.keys.memory
+            call = self.keys.call(f"{digest}:{name}") if digest else self.keys.stats(name)
             keys += [self.keys.stats(name), call, *self.keys.streams(name, dest.parallel_drains)]
             args += [dest.parallel_drains, dest.max_backlog_events]
         return keys, args
@@ -220,7 +233,7 @@ class Relay:
         per_event: list[Any] = []
         for index, body in enumerate(encoded):
             per_event += (hashes[index] if hashes else 0, body)
-        args = [field, len(targets), dedup_ms, *dest_args, *per_event]
+        args = [field, len(targets), dedup_ms, self.settings.memory_high_water, *dest_args, *per_event]
         try:
             try:
                 # EVALSHA directly: redis-py's Script wrapper costs a fifth of the round trip.
@@ -231,10 +244,13 @@ class Relay:
             raise self._error(exc, ids) from None
         stored = int(reply[0])
         if stored == -1:
+            used, limit = int(reply[1]), int(reply[2])
+            state = "out of memory, at" if used >= limit else "at"
             raise BacklogFullError(
-                "Redis is above the relay's memory high-water mark (relay.memory_high_water of "
-                "maxmemory); nothing was enqueued. Delivery frees memory and enqueue resumes by "
-                "itself; retry later, or give Redis more memory.",
+                f"Redis is {state} {used / limit:.0%} of maxmemory, and these events would pass the "
+                f"relay's high-water mark (relay.memory_high_water {self.settings.memory_high_water:.0%}); "
+                "nothing was enqueued. Delivery frees memory and enqueue resumes by itself: retry "
+                "later, or give Redis more memory.",
                 full={name: -1 for name in targets},
                 stored_in=(),
                 event_ids=ids,
@@ -261,7 +277,7 @@ class Relay:
         server = f"Redis at {where.get('host')}:{where.get('port')}"
         kind = type(exc).__name__
         if isinstance(exc, redis.ResponseError):
-            if str(exc).startswith("OOM"):
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc):
                 return EnqueueError(
                     f"{server} is out of memory (maxmemory reached); nothing was enqueued. "
                     "Give Redis more memory or lower max_backlog_events.",

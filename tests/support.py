@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
+from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port, write_config
 from worker.settings import DestinationSettings, settings_from_document
 
-__all__ = ["FakeClock", "RedisServer", "WorkerProcess", "destination_settings", "free_port", "wait_for", "write_config"]
+__all__ = [
+    "FakeClock",
+    "RedisServer",
+    "WorkerProcess",
+    "destination_settings",
+    "free_port",
+    "wait_for",
+    "write_config",
+]
 
 #: A Redis URL for settings that are only built, never connected.
 UNUSED_REDIS = "redis://settings-only.invalid:6379/0"
@@ -54,24 +61,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def write_config(path: Path, relay: dict[str, Any], destinations: dict[str, dict[str, Any]]) -> Path:
-    lines = ["[relay]"] + [f"{k} = {toml_value(v)}" for k, v in relay.items()]
-    for name, table in destinations.items():
-        lines += ["", f"[destinations.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 WorkerProcess = EmbeddedWorker

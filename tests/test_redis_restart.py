@@ -13,16 +13,13 @@ while the consumer waited in BRPOP, Redis killed, and the worker's main process 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conversion_relay.embedded import EmbeddedRedis, redis_server_binary
+from conversion_relay.embedded import EmbeddedRedis
 from tests.conftest import FAST_RELAY, Stack, gravity_destination
 from tests.support import wait_for
 
@@ -35,44 +32,10 @@ LATENCY_SECONDS = 0.25
 DOWN_SECONDS = 2.0
 
 
-class RestartableRedis(EmbeddedRedis):
-    """A private redis-server with an append-only file that can be killed and started again."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory, persist=True, databases=4)
-
-    def kill(self) -> None:
-        """``kill -9``: no chance to save or say goodbye to clients."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def start_again(self) -> None:
-        """The same port, directory and append-only file as before."""
-        self.proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--databases",
-                "4",
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait_until_up()
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path / "redis")
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A private redis-server with an append-only file, to be killed and started again."""
+    server = EmbeddedRedis(tmp_path / "redis", persist=True, databases=4)
     yield server
     server.stop()
 
@@ -107,7 +70,7 @@ def test_worker_survives_a_redis_restart_under_load_and_delivers_the_rest(own_re
         own_redis.kill()
         assert not stored_ids(gravity) >= set(ids), "Redis went away too late to test anything"
         time.sleep(DOWN_SECONDS)
-        own_redis.start_again()
+        own_redis.start()
 
         wait_for(
             lambda: stored_ids(gravity) >= set(ids) or worker.proc.poll() is not None,

@@ -117,6 +117,7 @@ class Admin:
                 if run.get(b"failures")
                 else None,
                 "waiting_batches": self.waiting.count(dest.name),
+                "waiting_events": stats.waiting_events(self.redis, self.keys, dest.name),
                 "waiting": [b.summary() for b in self.waiting.list(dest.name, waiting_limit)],
                 "dead_letters": self.letters.count(dest.name),
             }

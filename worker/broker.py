@@ -25,16 +25,112 @@ a message nobody acknowledges comes back after the visibility timeout, as it alw
 
 Remove this when Celery/kombu no longer close a collected connection's channel again
 (``tests/test_redis_restart.py`` tells).
+
+A full Redis, too, must not stop a worker when the broker shares the relay's Redis.  At
+``maxmemory`` (``noeviction``) Redis refuses every command of a ``MULTI`` and every command that
+may grow memory, and kombu records a received task (``ZADD`` + ``HSET`` in a transaction),
+acknowledges it (``ZREM`` + ``HDEL`` in a transaction), declares a queue (``LLEN`` in a
+transaction) and publishes one (``LPUSH``) exactly so: the acknowledgement's error ends the
+worker ("Unrecoverable error: OutOfMemoryError") and no drain could start to free memory.
+:class:`RelayRedisChannel` records and publishes with scripts whose first write cannot grow
+memory -- Redis lets such a script finish, as the relay's own scripts do (see
+``worker/fenced.py``) -- and sends kombu's other pipelines without ``MULTI`` (each of them is a
+set of independent reads or removals; ``client.transaction()``, which kombu uses where it needs
+``WATCH``, stays a transaction), so the worker goes on at ``maxmemory`` and delivery frees the
+memory.
 """
 
 from __future__ import annotations
 
+from time import time
+from typing import Any
+
+import redis
 from celery.app.amqp import AMQP
 from kombu import Connection
+from kombu.transport import redis as redis_transport
+from kombu.transport import virtual
+from kombu.utils.json import dumps
+
+# KEYS: unacked index, unacked hash.  ARGV: delivery tag, time, message.
+_RECORD_UNACKED = """
+redis.call('HDEL', KEYS[2], '')
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: queue, a key that is never written.  ARGV: message.
+_PUSH = """
+redis.call('DEL', KEYS[2])
+return redis.call('LPUSH', KEYS[1], ARGV[1])
+"""
+
+#: Deleted (a no-op) before a push, so that the push is allowed at maxmemory.
+_NEVER_WRITTEN = "_relay.none"
+
+
+class _PipelinesWithoutMulti(redis.Redis):
+    """``pipeline()`` without ``MULTI`` unless a transaction is asked for explicitly."""
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> Any:
+        return super().pipeline(bool(transaction), shard_hint)
+
+
+class RelayRedisQoS(redis_transport.QoS):
+    """Records deliveries in a way Redis allows at ``maxmemory``."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        delivery = message.delivery_info
+        record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.channel.conn_or_acquire() as client:
+            client.register_script(_RECORD_UNACKED)(
+                keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time(), record]
+            )
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        if pipe is not None:
+            return super()._remove_from_indices(delivery_tag, pipe)
+        with self.channel.conn_or_acquire() as client:
+            # Two removals, no transaction: a MULTI is refused whole at maxmemory, and either
+            # removal alone is harmless (a tag missing from one index is skipped on restore).
+            return (
+                client.pipeline(transaction=False)
+                .zrem(self.unacked_index_key, delivery_tag)
+                .hdel(self.unacked_key, delivery_tag)
+            )
+
+
+class RelayRedisChannel(redis_transport.Channel):
+    QoS = RelayRedisQoS
+
+    def _get_client(self) -> Any:
+        found = super()._get_client()
+        return _PipelinesWithoutMulti if found is redis.Redis else found
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            client.register_script(_PUSH)(keys=[key, _NEVER_WRITTEN], args=[dumps(message)])
+
+
+class RelayRedisTransport(redis_transport.Transport):
+    Channel = RelayRedisChannel
 
 
 class RelayConnection(Connection):
-    """A kombu ``Connection`` whose ``collect()`` leaves no channel behind for ``close()``."""
+    """A kombu ``Connection`` whose ``collect()`` leaves no channel behind for ``close()``, and
+    whose Redis transport works at ``maxmemory``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # As a class, not the alias: the connections kombu's pools clone from this one (for
+        # publishing) carry it over, where they would not carry over this class.
+        if self.get_transport_cls() is redis_transport.Transport:
+            self.transport_cls = RelayRedisTransport
 
     def collect(self, socket_timeout: float | None = None) -> None:
         try:

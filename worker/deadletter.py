@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 PAGE = 200
 
 _REPLAY = """
--- KEYS: entry, dlq index, destination index, retry zset, batch hash
+-- KEYS: entry, dlq index, destination index, retry zset, batch hash, destination stats
 -- ARGV: entry id, batch id, now
 local parts = redis.call('HGET', KEYS[1], 'parts')
 if not parts then return 0 end
+redis.call('HINCRBY', KEYS[6], 'waiting', #cjson.decode(parts))
 local group = redis.call('HGET', KEYS[1], 'group') or ''
 local destination = redis.call('HGET', KEYS[1], 'destination')
 redis.call('HSET', KEYS[5], 'id', ARGV[2], 'destination', destination, 'group', group,
@@ -212,7 +213,12 @@ class DeadLetterStore:
             return letter.id if moved else None
         batch_id = uuid.uuid4().hex
         moved = self._replay(
-            keys=[*indexes, self.keys.retry(letter.destination), self.keys.batch(letter.destination, batch_id)],
+            keys=[
+                *indexes,
+                self.keys.retry(letter.destination),
+                self.keys.batch(letter.destination, batch_id),
+                self.keys.stats(letter.destination),
+            ],
             args=[letter.id, batch_id, time.time() if now is None else now],
         )
         return batch_id if moved else None

@@ -44,9 +44,15 @@ class Ledger:
 
     def __init__(self) -> None:
         self._open: dict[str, int] = {}
+        self._size: dict[str, int] = {}
 
     def hold(self, origin: str, parts: int) -> None:
         self._open[origin] = self._open.get(origin, 0) + parts
+        self._size[origin] = self._size.get(origin, 0) + parts
+
+    def size(self, origin: str) -> int:
+        """How many parts a record held in all (a waiting batch's events, say)."""
+        return self._size.get(origin, 0)
 
     def settle(self, origins: list[str]) -> list[str]:
         """Count one part resolved per origin; return the records now fully resolved."""
@@ -59,6 +65,9 @@ class Ledger:
                 del self._open[origin]
                 done.append(origin)
         return done
+
+    def forget(self, origin: str) -> None:
+        self._size.pop(origin, None)
 
 
 class Delivery:
@@ -219,7 +228,9 @@ class Delivery:
                     last_reason=reason,
                 )
                 self.rt.waiting.park(w, batch)
-            stats.count(w, self.rt.keys, self.name, deferred=sum(len(c.parts) for c in chunks))
+            parked = sum(len(c.parts) for c in chunks)
+            stats.count(w, self.rt.keys, self.name, deferred=parked)
+            stats.waiting(w, self.rt.keys, self.name, parked)
 
         self._commit(write, settle=[o for chunk in chunks for o in chunk.origins])
 
@@ -276,6 +287,7 @@ class Delivery:
         )
         self.rt.waiting.park(w, batch)
         stats.count(w, self.rt.keys, self.name, retried=len(chunk.parts))
+        stats.waiting(w, self.rt.keys, self.name, len(chunk.parts))
         pause = breaker.probe_delay(
             self.lease.failures + 1,
             base_seconds=cfg.backoff_base_seconds,
@@ -359,7 +371,10 @@ class Delivery:
         for origin in finished:
             if origin.startswith(BATCH):
                 self.rt.waiting.remove(w, self.name, origin[len(BATCH) :])
+                stats.waiting(w, self.rt.keys, self.name, -self.ledger.size(origin))
         w.execute()
+        for origin in finished:
+            self.ledger.forget(origin)
         if self._recovered:
             self._after_recovery(self._recovered)
 

@@ -177,6 +177,10 @@ class Drainer:
         after = "0"
         while entries := self.stream.read_own(self.lease.consumer, self._room(), after):
             self.report.reclaimed += len(entries)
+            counted = self.lease.write()
+            counted.hincrby(self.rt.keys.stats(self.name), "reclaimed", len(entries))
+            counted.execute()
+            log.warning("%s/%d: resumed %d events this drain held before", self.name, self.partition, len(entries))
             self._take(entries)
             after = entries[-1].id
 
@@ -188,7 +192,6 @@ class Drainer:
         entries, self._earlier_busy = found
         if entries:
             self.report.reclaimed += len(entries)
-            self.rt.redis.hincrby(self.rt.keys.stats(self.name), "reclaimed", len(entries))
             log.warning("%s/%d: took over %d events an earlier drain had left", self.name, self.partition, len(entries))
         return entries
 

@@ -27,7 +27,8 @@ key                            type        holds
 ``<p>:dlq``                    zset        dead-letter ids scored by last failure time.
 ``<p>:dlq:<d>``                zset        the same, for one destination.
 ``<p>:dlq:entry:<id>``         hash        a dead letter (see :mod:`worker.deadletter`).
-``<p>:stats:<d>``              hash        counters (see :mod:`worker.stats`).
+``<p>:stats:<d>``              hash        counters (see :mod:`worker.stats`), and
+                                           ``waiting``: events in waiting batches.
 ``<p>:pause:<d>``              string      set while the destination backs off (PX = wait);
                                            the value is the epoch second it ends.
 ``<p>:breaker:<d>``            hash        the current run of transient failures:
@@ -36,8 +37,6 @@ key                            type        holds
                                            rate window, shared by destinations with the same
                                            ``rate_limit_key``.
 ``<p>:tick``                   string      held for one tick by the worker that schedules.
-``<p>:memory``                 string      set while Redis is above the memory high-water
-                                           mark: ``enqueue`` refuses new events.
 ``<p>:call:<digest>:<d>``      string      a recent ``enqueue`` call the destination stored
                                            (PX ``enqueue_dedup_seconds``): the same call again
                                            is not stored there twice.
@@ -103,10 +102,6 @@ class Keys:
     @property
     def tick(self) -> str:
         return f"{self.prefix}:tick"
-
-    @property
-    def memory(self) -> str:
-        return f"{self.prefix}:memory"
 
     def call(self, digest: str) -> str:
         return f"{self.prefix}:call:{digest}"

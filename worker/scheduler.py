@@ -69,7 +69,7 @@ class Scheduler:
         self.keys = Keys(settings.key_prefix)
         self.redis = connect(settings.redis_url)
         self.leases = Leases(self.redis, self.keys)
-        self.memory = MemoryGuard(self.redis, self.keys, settings)
+        self.memory = MemoryGuard(self.redis, settings)
         #: Partitions each destination is drained in: its own, and any beyond them that still
         #: hold events (``parallel_drains`` was lowered).
         self.partitions = {d.name: list(range(d.partitions)) for d in settings.enabled_destinations}

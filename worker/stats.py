@@ -33,6 +33,16 @@ def count(pipe: redis.client.Pipeline, keys: Keys, destination: str, **amounts: 
             pipe.hincrby(key, name, amount)
 
 
+def waiting(pipe: redis.client.Pipeline, keys: Keys, destination: str, amount: int) -> None:
+    """Move the count of events held in waiting batches (part of the backlog a cap counts)."""
+    if amount:
+        pipe.hincrby(keys.stats(destination), "waiting", amount)
+
+
+def waiting_events(client: redis.Redis, keys: Keys, destination: str) -> int:
+    return max(0, int(client.hget(keys.stats(destination), "waiting") or 0))
+
+
 def read(client: redis.Redis, keys: Keys, destination: str) -> dict[str, int]:
     raw = client.hgetall(keys.stats(destination))
     values = {k.decode(): int(v) for k, v in raw.items()}

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: Most pending entries taken over in one script call.
 TAKE_OVER_BATCH = 1000
 
-# KEYS: lease, in-flight markers, stream.  ARGV: token, this consumer, group, most entries.
+# KEYS: lease, in-flight markers, stream, stats.  ARGV: token, this consumer, group, most entries.
 # Returns {-1} if the caller does not own the lease, else {consumers still in flight, then
 # id, fields, times delivered for each entry taken over}.
 _TAKE_OVER = """
@@ -71,6 +71,7 @@ for _, c in ipairs(consumers) do
   end
 end
 out[1] = busy
+if #out > 1 then redis.call('HINCRBY', KEYS[4], 'reclaimed', string.format('%d', (#out - 1) / 3)) end
 return out
 """
 
@@ -97,6 +98,7 @@ class PartitionStream:
         self.key = keys.stream(destination, partition)
         self.inflight_key = keys.inflight(destination, partition)
         self.lease_key = keys.lease(destination, partition)
+        self.stats_key = keys.stats(destination)
         self._take_over = client.register_script(_TAKE_OVER)
 
     def ensure_group(self) -> None:
@@ -148,7 +150,7 @@ class PartitionStream:
             longer owns the partition.
         """
         reply = self._take_over(
-            keys=[self.lease_key, self.inflight_key, self.key], args=[token, consumer, GROUP, count]
+            keys=[self.lease_key, self.inflight_key, self.key, self.stats_key], args=[token, consumer, GROUP, count]
         )
         if int(reply[0]) < 0:
             return None
