@@ -6,8 +6,9 @@ spent or the partition runs dry, repeats one round:
 1. stop if the lease is gone or the destination is backing off;
 2. take over what earlier drains of the partition left unresolved, once nothing of theirs can
    still be in flight (:meth:`~worker.stream.PartitionStream.take_over`);
-3. on partition 0, send the most overdue waiting batch, if any (looked for twice a second) --
-   or, with nothing else to send while the destination is down, the soonest one, as a probe;
+3. send the most overdue waiting batch, if any (looked for twice a second; any partition's drain
+   may, the claim is atomic) -- or, on partition 0, with nothing else to send while the
+   destination is down, the soonest one, as a probe;
 4. read new entries: an idle drain waits for the first, a drain holding a partial chunk takes
    what is there;
 5. map each event to vendor parts and send every chunk that is full (count or bytes);
@@ -142,7 +143,7 @@ class Drainer:
             if now >= next_take_over:
                 entries = self._take_over()
                 next_take_over = now + (TAKE_OVER_CHECK_SECONDS if self._earlier_busy or entries else float("inf"))
-            if self.partition == 0 and now >= next_due_check and not entries:
+            if now >= next_due_check and not entries:
                 if self._send_due_batch(probe=False):
                     continue
                 next_due_check = now + DUE_CHECK_SECONDS

@@ -1,8 +1,9 @@
 """Starting drain tasks where there is work, from inside every worker.
 
 Each worker runs a small thread that, every ``tick_seconds``, looks at every partition of every
-destination: events not yet read, events an earlier drain left unresolved, and (for partition 0)
-waiting batches that are due -- or, while the destination is down, waiting at all (the probe).
+destination: events not yet read, events an earlier drain left unresolved, and waiting batches
+that are due (a drain for each, up to one per partition) -- or, while the destination is down,
+waiting at all (the probe, on partition 0).
 Where there is work, no owner and no back-off, it takes the partition's lease and sends a
 ``relay.drain`` task to the destination's queue.  A ``SET NX`` on a tick key lets only one
 worker look per tick, however many run.
@@ -118,9 +119,9 @@ class Scheduler:
         self.memory.watch(now)
         plan = [(name, k) for name, partitions in self.partitions.items() for k in partitions]
         pipe = self.redis.pipeline(transaction=False)
-        for name in self.partitions:
+        for name, partitions in self.partitions.items():
             pipe.exists(self.keys.pause(name))
-            pipe.zrangebyscore(self.keys.retry(name), "-inf", now, start=0, num=1)
+            pipe.zrangebyscore(self.keys.retry(name), "-inf", now, start=0, num=len(partitions))
             pipe.zcard(self.keys.retry(name))
             pipe.hget(self.keys.breaker(name), "failures")
         for name, k in plan:
@@ -133,7 +134,8 @@ class Scheduler:
         for i, name in enumerate(self.partitions):
             paused, due, waiting, failures = replies[i * 4 : i * 4 + 4]
             down = int(failures or 0) >= OPEN_AFTER
-            destinations[name] = (bool(paused), bool(due) or (down and bool(waiting)))
+            # One drain per due batch (up to one per partition); while down, one for the probe.
+            destinations[name] = (bool(paused), max(len(due or []), int(down and bool(waiting))))
         started = []
         offset = len(self.partitions) * 4
         for j, (name, k) in enumerate(plan):
@@ -144,7 +146,7 @@ class Scheduler:
                 pending = {"pending": 0}
             held = pending["pending"]
             unread = (length if isinstance(length, int) else 0) - held
-            if leased or paused or not (unread > 0 or held > 0 or (k == 0 and batches)):
+            if leased or paused or not (unread > 0 or held > 0 or k < batches):
                 continue
             if self._start(name, k):
                 started.append(name)

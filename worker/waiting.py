@@ -2,9 +2,9 @@
 
 A failed batch is parked here rather than on a broker countdown: a Celery countdown longer than
 the Redis visibility timeout would be handed out twice, and a retry horizon of a day is far
-longer than any sane visibility timeout.  The drain of a destination's partition 0 claims due
-batches itself; a claim lasts until the end of the request it is for (renewed by each request
-of the batch), so a batch is in at most one request at a time.
+longer than any sane visibility timeout.  The drains of a destination claim due batches
+themselves; a claim lasts until the end of the request it is for (renewed by each request of the
+batch), so a batch is in at most one request at a time.
 """
 
 from __future__ import annotations
