@@ -32,6 +32,8 @@ from conversion_relay.embedded import EmbeddedRedis
 ROOT = Path(__file__).resolve().parent.parent
 #: The single-event and bulk runs deliver to one destination, as the naive relay does.
 GRAVITY = ["gravity"]
+#: Runs of the enqueue latency measurement; the median run is reported.
+LATENCY_RUNS = 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,14 +85,19 @@ def run(
     env = harness.relay_env(server, sink, workdir)
     worker = harness.start_relay_worker(env, workdir)
     try:
-        step("relay: enqueue latency, worker idle")
-        sink.reset()
-        latency_run = workloads.producers("relay", "single", env, 3000, 1, pace=0.002, destinations=GRAVITY)
-        released, reports = latency_run.run()
-        latencies = sorted(reports[0]["latencies"])
-        results["enqueue_p50_ms"] = statistics.median(latencies) * 1000
-        results["enqueue_p99_ms"] = latencies[int(len(latencies) * 0.99)] * 1000
-        sink.wait_for(3000, 60, vendor="gravity_capi")
+        step(f"relay: enqueue latency, worker idle ({LATENCY_RUNS} runs)")
+        runs = []
+        for _ in range(LATENCY_RUNS):
+            sink.reset()
+            latency_run = workloads.producers("relay", "single", env, 3000, 1, pace=0.002, destinations=GRAVITY)
+            released, reports = latency_run.run()
+            latencies = sorted(reports[0]["latencies"])
+            runs.append((statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000))
+            sink.wait_for(3000, 60, vendor="gravity_capi")
+        # The median run: one run's p99 on a shared 2-core machine swings by a third.
+        results["enqueue_p50_ms"] = statistics.median(p50 for p50, _ in runs)
+        results["enqueue_p99_ms"] = statistics.median(p99 for _, p99 in runs)
+        results["enqueue_latency_runs_ms"] = [{"p50": p50, "p99": p99} for p50, p99 in runs]
 
         step(f"relay: {args.events:,} single-event enqueues from 2 producers")
         cpu = CpuMeter(server=server.proc.pid, sink=sink.proc.pid, worker=worker.proc.pid)

@@ -25,11 +25,14 @@ from worker.settings import Settings, load_settings
 from worker.vendors import VendorAdapter, adapter_for
 
 # One command, so one round trip, and all-or-nothing per destination.
-# KEYS: per destination its stats key, its call key and its partition streams.
+# KEYS: the memory reading, then per destination its stats key, its call key and its partition
+# streams.
 # ARGV: entry field (c or n), destination count, dedup ms (0: none), memory high-water share,
-#       (partitions, cap) per destination, then (partition hash, payload) per event.
-# Redis's own memory is read first (INFO costs about 3 us): the call is refused whole if storing
-# it would pass the high-water mark, so outcomes, leases and broker messages always have room.
+#       memory reading ms, (partitions, cap) per destination, then (partition hash, payload)
+#       per event.
+# Redis's own memory is read first: the call is refused whole if storing it would pass the
+# high-water mark, so outcomes, leases and broker messages always have room.  INFO costs some
+# 20 us, so its reading is kept for MEMORY_READING_MS and shared by every producer.
 # A destination whose call key exists already holds this call and is left alone: a retry of a
 # call that timed out, or that a full destination refused, stores only where it is missing.
 # The backlog a cap counts is the streams plus the events in waiting batches.
@@ -37,35 +40,43 @@ from worker.vendors import VendorAdapter, adapter_for
 # destinations that held the call already, then (index, backlog) of each refused destination}.
 _APPEND = """
 local ndest = tonumber(ARGV[2])
-local first = 5 + 2 * ndest
+local first = 6 + 2 * ndest
 local nevents = (#ARGV - first + 1) / 2
-local info = redis.call('INFO', 'memory')
-local limit = tonumber(string.match(info, 'maxmemory:(%d+)'))
-if limit and limit > 0 then
+local used, limit
+local reading = redis.call('GET', KEYS[1])
+if reading then
+  used, limit = string.match(reading, '(%d+) (%d+)')
+  used, limit = tonumber(used), tonumber(limit)
+else
+  local info = redis.call('INFO', 'memory')
+  used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  limit = tonumber(string.match(info, 'maxmemory:(%d+)')) or 0
+end
+if limit > 0 then
   local size = 0
   for i = first + 1, #ARGV, 2 do size = size + #ARGV[i] end
-  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
   if used + size * ndest * 2 > limit * tonumber(ARGV[4]) then return {-1, used, limit} end
+end
+if not reading then
+  redis.call('SET', KEYS[1], string.format('%d %d', used, limit), 'PX', ARGV[5])
 end
 local dedup_ms = tonumber(ARGV[3])
 local open, refused = {}, {}
 local held = 0
-local key = 1
+local key = 2
 for d = 1, ndest do
-  local parts, cap = tonumber(ARGV[3 + 2 * d]), tonumber(ARGV[4 + 2 * d])
-  if dedup_ms > 0 and redis.call('EXISTS', KEYS[key + 1]) == 1 then
+  local parts, cap = tonumber(ARGV[4 + 2 * d]), tonumber(ARGV[5 + 2 * d])
+  local backlog = 0
+  if cap > 0 then
+    backlog = math.max(0, tonumber(redis.call('HGET', KEYS[key], 'waiting') or '0'))
+    for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + 1 + k]) end
+  end
+  if cap > 0 and backlog + nevents > cap then
+    refused[#refused + 1] = {d, backlog}
+  elseif dedup_ms > 0 and not redis.call('SET', KEYS[key + 1], '1', 'NX', 'PX', dedup_ms) then
     held = held + 1
   else
-    local backlog = 0
-    if cap > 0 then
-      backlog = math.max(0, tonumber(redis.call('HGET', KEYS[key], 'waiting') or '0'))
-      for k = 1, parts do backlog = backlog + redis.call('XLEN', KEYS[key + 1 + k]) end
-    end
-    if cap > 0 and backlog + nevents > cap then
-      refused[#refused + 1] = {d, backlog}
-    else
-      open[#open + 1] = {key, parts}
-    end
+    open[#open + 1] = {key, parts}
   end
   key = key + 2 + parts
 end
@@ -75,12 +86,15 @@ for _, dest in ipairs(open) do
     redis.call('XADD', KEYS[stats + 2 + tonumber(ARGV[i]) % parts], '*', ARGV[1], ARGV[i + 1])
   end
   redis.call('HINCRBY', KEYS[stats], 'accepted', nevents)
-  if dedup_ms > 0 then redis.call('SET', KEYS[stats + 1], '1', 'PX', dedup_ms) end
 end
 local out = {#open, held}
 for _, r in ipairs(refused) do out[#out + 1] = r[1]; out[#out + 1] = r[2] end
 return out
 """
+
+
+#: How long one reading of Redis's memory serves every producer (at 100 MB/s of events, 2 MB).
+MEMORY_READING_MS = 20
 
 
 class Relay:
@@ -210,7 +224,7 @@ class Relay:
         return digest.hexdigest()
 
     def _keys(self, targets: tuple[str, ...], digest: str | None) -> tuple[list[str], list[Any]]:
-        keys: list[str] = []
+        keys: list[str] = [self.keys.memory]
         args: list[Any] = []
         for name in targets:
             dest = self.settings.destination(name)
@@ -233,7 +247,8 @@ class Relay:
         per_event: list[Any] = []
         for index, body in enumerate(encoded):
             per_event += (hashes[index] if hashes else 0, body)
-        args = [field, len(targets), dedup_ms, self.settings.memory_high_water, *dest_args, *per_event]
+        args = [field, len(targets), dedup_ms, self.settings.memory_high_water, MEMORY_READING_MS]
+        args += [*dest_args, *per_event]
         try:
             try:
                 # EVALSHA directly: redis-py's Script wrapper costs a fifth of the round trip.

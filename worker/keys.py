@@ -37,6 +37,8 @@ key                            type        holds
                                            rate window, shared by destinations with the same
                                            ``rate_limit_key``.
 ``<p>:tick``                   string      held for one tick by the worker that schedules.
+``<p>:memory``                 string      Redis's ``used_memory`` and ``maxmemory``, as the
+                                           producer read them (PX 20 ms).
 ``<p>:call:<digest>:<d>``      string      a recent ``enqueue`` call the destination stored
                                            (PX ``enqueue_dedup_seconds``): the same call again
                                            is not stored there twice.
@@ -102,6 +104,10 @@ class Keys:
     @property
     def tick(self) -> str:
         return f"{self.prefix}:tick"
+
+    @property
+    def memory(self) -> str:
+        return f"{self.prefix}:memory"
 
     def call(self, digest: str) -> str:
         return f"{self.prefix}:call:{digest}"
