@@ -20,6 +20,7 @@ from conversion_relay import EventValidationError, Relay
 from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
 from conversion_relay.samples import conversion, invalid
 from sandbox import VENDOR_SANDBOXES, SandboxServer
+from worker import stats
 from worker.admin import Admin
 from worker.deadletter import Selection
 from worker.settings import load_settings
@@ -74,9 +75,11 @@ def run(started: list[Any]) -> int:
     print(f"Enqueuing {EVENTS:,} conversions one call at a time, as a web app would")
     rejected, latencies = enqueue_all(relay)
     accepted = EVENTS - rejected
+    stored = min(stats.read(relay.redis, relay.keys, d.name)["accepted"] for d in settings.enabled_destinations)
     print(
-        f"  accepted {accepted:,}, rejected at enqueue {rejected} (field errors, nothing stored); "
-        f"enqueue p50 {statistics.median(latencies):.2f} ms, p99 {percentile(latencies, 99):.2f} ms "
+        f"  accepted {accepted:,}, rejected at enqueue {rejected} (field errors, nothing stored);\n"
+        f"  {accepted - stored} of them orders the shop sent again, which the relay recognised and stored once;\n"
+        f"  enqueue p50 {statistics.median(latencies):.2f} ms, p99 {percentile(latencies, 99):.2f} ms "
         "(worker busy delivering)\n"
     )
 
@@ -177,7 +180,8 @@ def report(admin: Admin) -> str:
     lines.append(
         "accepted: events enqueued for the destination; delivered, duplicate, retried, dead-lettered: vendor\n"
         "events (RECO gets one per line item); retried: attempts that failed transiently (5xx, 429, timeouts)\n"
-        "and waited in Redis for another; duplicate: events the vendor had already (re-sent by the shop);\n"
+        "and waited in Redis for another; duplicate: events the vendor had already (sent again after a\n"
+        "lost answer, or re-sent by the shop after enqueue_dedup_seconds);\n"
         "skipped: the vendor cannot express the event (docs/mapping.md), or the user opted out."
     )
     letters = admin.list(Selection(limit=5))
