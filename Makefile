@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench chaos clean venv
+.PHONY: demo test bench chaos clean venv browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m conversion_relay.demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# The web console's browser test (tests/test_console_browser.py) drives Debian's chromium.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || true; fi
+
+# Two test processes (pytest-xdist): most tests wait on real workers, Redis and sockets, so two
+# share a 2-core machine well.  Each process has its own Redis, sandbox and RabbitMQ vhost.
+# Serially: $(BIN)/python -m pytest (about twice as long).
+TEST_PROCESSES ?= 2
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

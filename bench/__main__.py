@@ -28,6 +28,7 @@ import redis
 
 from bench import harness, report, workloads
 from conversion_relay.embedded import EmbeddedRedis
+from conversion_relay.store.stats import Counter
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The single-event and bulk runs deliver to one destination, as the naive relay does.
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout-events", type=int, default=20_000, help="events of the fan-out run")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="backlog for the memory run")
     parser.add_argument("--drain-seconds", type=float, default=60.0, help="how long to watch the backlog drain")
+    parser.add_argument("--latency-events", type=int, default=3000, help="events per enqueue latency run")
+    parser.add_argument(
+        "--latency-runs", type=int, default=LATENCY_RUNS, help="enqueue latency runs (the median is kept)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
@@ -85,15 +90,17 @@ def run(
     env = harness.relay_env(server, sink, workdir)
     worker = harness.start_relay_worker(env, workdir)
     try:
-        step(f"relay: enqueue latency, worker idle ({LATENCY_RUNS} runs)")
+        step(f"relay: enqueue latency, worker idle ({args.latency_runs} runs)")
         runs = []
-        for _ in range(LATENCY_RUNS):
+        for _ in range(args.latency_runs):
             sink.reset()
-            latency_run = workloads.producers("relay", "single", env, 3000, 1, pace=0.002, destinations=GRAVITY)
+            latency_run = workloads.producers(
+                "relay", "single", env, args.latency_events, 1, pace=0.002, destinations=GRAVITY
+            )
             released, reports = latency_run.run()
             latencies = sorted(reports[0]["latencies"])
             runs.append((statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000))
-            sink.wait_for(3000, 60, vendor="gravity_capi")
+            sink.wait_for(args.latency_events, 60, vendor="gravity_capi")
         # The median run: one run's p99 on a shared 2-core machine swings by a third.
         results["enqueue_p50_ms"] = statistics.median(p50 for p50, _ in runs)
         results["enqueue_p99_ms"] = statistics.median(p99 for _, p99 in runs)
@@ -163,9 +170,9 @@ def end_to_end(
 def fan_out(sink: harness.Sink, env: dict[str, str], total: int, results: dict[str, Any]) -> None:
     """Events fanned out to every destination: from the producer's start until every
     destination's stream is empty and nothing waits for a retry."""
-    from worker.admin import Admin
-    from worker.runtime import connect
-    from worker.settings import load_settings
+    from conversion_relay.config.settings import load_settings
+    from conversion_relay.ops.admin import Admin
+    from conversion_relay.store.connection import connect
 
     settings = load_settings(env)
     admin = Admin(settings, connect(settings.redis_url))
@@ -182,7 +189,7 @@ def fan_out(sink: harness.Sink, env: dict[str, str], total: int, results: dict[s
     results["fanout_events_per_s"] = total / (time.time() - released)
     results["fanout_events"] = total
     results["fanout_by_vendor"] = sink.stats()["by_vendor"]
-    results["fanout_skipped"] = {name: s["counters"]["skipped"] for name, s in status.items()}
+    results["fanout_skipped"] = {name: s["counters"][Counter.SKIPPED] for name, s in status.items()}
 
 
 class CpuMeter:
@@ -207,9 +214,9 @@ def memory(
     args: Any, server: EmbeddedRedis, sink: harness.Sink, env: dict[str, str], workdir: Path, results: Any
 ) -> None:
     """Fill the stream, then watch the worker's RSS while it drains (the backlog lives in Redis)."""
-    from schemas.canonical import canonical_many_schema
-    from worker.keys import Keys
-    from worker.settings import load_settings
+    from conversion_relay.config.settings import load_settings
+    from conversion_relay.schemas.canonical import canonical_many_schema
+    from conversion_relay.store.keys import Keys
 
     settings = load_settings(env)
     client = redis.Redis.from_url(settings.redis_url)

@@ -11,9 +11,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker
+from bench.sink import vendor_url
+from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, write_config
+from conversion_relay.sandbox import sandbox_classes
+from conversion_relay.vendors import adapter_classes
 
 BENCH_KEY_ENV = "BENCH_GRAVITY_KEY"
+#: The naive baseline (bench/naive.py) is a relay of that one vendor: it posts its requests.
+NAIVE_VENDOR = "gravity_capi"
+#: Drains per destination of a rate-limited vendor: one user per request needs several in
+#: flight to reach the limit.
+RATE_LIMITED_PARALLEL_DRAINS = 4
 
 
 class Sink:
@@ -24,6 +32,10 @@ class Sink:
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def url_for(self, vendor: str) -> str:
+        """The base URL at which the sink answers as ``vendor`` (its sandbox's mount and path)."""
+        return vendor_url(self.url, vendor)
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/stats", timeout=10) as response:
@@ -48,25 +60,28 @@ class Sink:
 
 
 def relay_env(redis: EmbeddedRedis, sink: Sink, workdir: Path, relay: dict[str, Any] | None = None) -> dict[str, str]:
-    """Environment of the relay under test: all four vendors configured, each at the sink.
+    """Environment of the relay under test: every registered vendor configured, each at the
+    sink, under its default destination name.
 
     The single-event and bulk runs send to ``gravity`` alone (as the naive relay does); the
-    fan-out run to all four.  Gravity Field's 500 requests/s limit is lifted: the sink has none,
-    and the run measures the relay, not the vendor's quota.
+    fan-out run to all.  Every sample event reaches the sink, views included (``skip_events``
+    empty).  A rate-limited vendor (Gravity Field) runs at its documented maximum (the default
+    leaves half to the site's own calls, which the bench has none of).
     """
-    common = [f'api_key_env = "{BENCH_KEY_ENV}"']
-    lines = ["[relay]"] + [f"{k} = {v!r}" for k, v in (relay or {}).items()]
-    lines += ["[destinations.gravity]", 'vendor = "gravity_capi"', f'base_url = "{sink.url}"', *common]
-    lines += ["skip_events = []  # every sample event reaches the sink, views included"]
-    lines += ["[destinations.field]", 'vendor = "gravity_field"', f'base_url = "{sink.url}"', *common]
-    lines += ["rate_limit_per_second = 0", "parallel_drains = 4"]
-    lines += ["[destinations.tracify]", 'vendor = "tracify"', f'base_url = "{sink.url}"', *common]
-    lines += ['customer_site_id = "00000000-0000-0000-0000-000000000000"']
-    reco_url = f"{sink.url}/grrec-bench-war/WebshopServlet"
-    lines += ["[destinations.reco]", 'vendor = "gravity_reco"', f'base_url = "{reco_url}"']
-    lines += [*common, 'username = "bench"']
-    config = workdir / "relay.toml"
-    config.write_text("\n".join(lines) + "\n")
+    destinations: dict[str, dict[str, Any]] = {}
+    for vendor, adapter in adapter_classes().items():
+        table: dict[str, Any] = {
+            "vendor": vendor,
+            "base_url": sink.url_for(vendor),
+            "api_key_env": BENCH_KEY_ENV,
+            "skip_events": [],
+            **sandbox_classes()[vendor].destination_options,
+        }
+        limit = getattr(adapter, "rate_limit_per_second_limit", None)
+        if adapter.default_rate_limit_per_second and limit:
+            table.update(rate_limit_per_second=limit, parallel_drains=RATE_LIMITED_PARALLEL_DRAINS)
+        destinations[adapter.default_destination_name] = table
+    config = write_config(workdir / "relay.toml", dict(relay or {}), destinations)
     return {
         **os.environ,
         "REDIS_URL": redis.url(1),
@@ -77,7 +92,7 @@ def relay_env(redis: EmbeddedRedis, sink: Sink, workdir: Path, relay: dict[str, 
 
 
 def naive_env(redis: EmbeddedRedis, sink: Sink) -> dict[str, str]:
-    return {**os.environ, "NAIVE_BROKER_URL": redis.url(2), "NAIVE_SINK_URL": sink.url}
+    return {**os.environ, "NAIVE_BROKER_URL": redis.url(2), "NAIVE_SINK_URL": sink.url_for(NAIVE_VENDOR)}
 
 
 def start_relay_worker(env: dict[str, str], workdir: Path, concurrency: int = 2) -> EmbeddedWorker:

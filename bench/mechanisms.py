@@ -29,7 +29,7 @@ import redis
 
 from bench.workloads import events_for
 from conversion_relay.embedded import EmbeddedRedis
-from schemas.canonical import canonical_many_schema
+from conversion_relay.schemas.canonical import canonical_many_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 1000

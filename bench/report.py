@@ -9,8 +9,8 @@ from typing import Any
 
 #: (key, label, unit) of every figure in the table, in order.
 ROWS = (
-    ("enqueue_p50_ms", "enqueue one event, p50 (worker idle, 5 runs)", "ms"),
-    ("enqueue_p99_ms", "enqueue one event, p99 (worker idle, 5 runs)", "ms"),
+    ("enqueue_p50_ms", "enqueue one event, p50 (worker idle, median)", "ms"),
+    ("enqueue_p99_ms", "enqueue one event, p99 (worker idle, median)", "ms"),
     ("producer_p50_ms", "enqueue one event, p50 (2 producers, full load)", "ms"),
     ("naive_delay_p50_ms", "naive: validate + delay(), p50 (full load)", "ms"),
     ("single_events_per_s", "relay, single-event enqueues, 2 producers", "events/s"),

@@ -1,14 +1,14 @@
-"""A local vendor sink for the benchmarks: answers like each of the four vendors, counts.
+"""A local vendor sink for the benchmarks: answers like every registered vendor, counts.
 
-Unlike the sandboxes it stores nothing and checks nothing, so a million events cost it no
-memory and little CPU (it shares the machine with everything it measures).  It counts events by
-a key each vendor's event carries once (``"event_name":`` for the Gravity Conversions API,
-``"properties":`` for Gravity Field, ``"identity_data":`` for Tracify, ``"eventType":`` for
-RECO; quotes inside JSON strings are escaped, so a value cannot fake one), per vendor, and keeps
-arrivals in 0.25 s buckets for the chart.
+Each vendor is mounted where the bundled sandbox server mounts it (``/<mount_prefix>/...``,
+:mod:`conversion_relay.sandbox`).  Unlike the sandboxes it stores nothing and checks nothing,
+so a million events cost it no memory and little CPU (it shares the machine with everything it
+measures): each vendor's sandbox counts the events of a body (``count_events``) and gives the
+answer accepting them all (``accepting_response``).  It counts per vendor and keeps arrivals in
+0.25 s buckets for the chart.
 
     python -m bench.sink --port 0        # prints the port on its first line
-    GET /stats                           # {"events": n, "requests": r, "timeline": [[t, n], ...]}
+    GET /stats                           # {"events": n, "requests": r, "by_vendor": {...}, "timeline": [[t, n], ...]}
     POST /reset
 """
 
@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from conversion_relay.sandbox import mounted_sandboxes, sandbox_classes
 
 BUCKET_SECONDS = 0.25
 
@@ -61,7 +63,15 @@ class Counter:
 
 
 COUNTER = Counter()
-_OK = b'{"status":"ok"}'
+#: One sandbox per vendor, used only to count and to answer (never to handle a request).
+VENDORS = mounted_sandboxes()
+
+
+def vendor_url(sink_url: str, vendor: str) -> str:
+    """The base URL at which the sink at ``sink_url`` answers as ``vendor`` (its sandbox's
+    mount and path): a destination's ``base_url``."""
+    stand_in = sandbox_classes()[vendor]
+    return f"{sink_url}/{stand_in.mount_prefix}{stand_in.base_path}"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -75,33 +85,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/reset":
             COUNTER.reset()
             return self._send(b"{}")
-        path = self.path.split("?", 1)[0]
-        if path.endswith("/ssapi/page"):
-            COUNTER.add("gravity_field", 1)
-            return self._send(b'{"user":{"slid":null},"session":{"sl":null}}')
-        if path.endswith("/ssapi/event"):
-            COUNTER.add("gravity_field", body.count(b'"properties":'))
-            return self._send(b"", status=204)
-        if path.endswith("/api/v1/events"):
-            COUNTER.add("tracify", body.count(b'"identity_data":'))
-            return self._send(b'{"status":true}')
-        if "/WebshopServlet/" in path:
-            COUNTER.add("gravity_reco", body.count(b'"eventType":') or body.count(b'"itemId":'))
-            return self._send(b"")
-        count = body.count(b'"event_name":')
-        COUNTER.add("gravity_capi", count)
-        results = b",".join([_OK] * count)
-        self._send(
-            b'{"events_received":%d,"events_processed":%d,"events_errored":0,"results":[%s],"test_mode":false}'
-            % (count, count, results)
-        )
+        mount, _, rest = self.path.split("?", 1)[0].lstrip("/").partition("/")
+        vendor = VENDORS.get(mount)
+        if vendor is None:
+            return self._send(b'{"error":"no vendor mounted here; use /<mount_prefix>/..."}', status=404)
+        count = vendor.count_events("/" + rest, body) or 0
+        COUNTER.add(vendor.vendor, count)
+        status, headers, payload = vendor.accepting_response("/" + rest, count)
+        self._send(payload, status, headers.get("Content-Type", "application/json"))
 
     def do_GET(self) -> None:  # noqa: N802
         self._send(json.dumps(COUNTER.stats()).encode())
 
-    def _send(self, payload: bytes, status: int = 200) -> None:
+    def _send(self, payload: bytes, status: int = 200, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

@@ -47,7 +47,7 @@ def _sender(job: Job) -> Any:
 
         return functools.partial(Relay().enqueue, destinations=job.destinations)
     from bench.naive import deliver
-    from schemas.canonical import canonical_many_schema, canonical_schema
+    from conversion_relay.schemas.canonical import canonical_many_schema, canonical_schema
 
     one, many = canonical_schema(), canonical_many_schema()
 
@@ -87,7 +87,7 @@ def _produce(job: Job, ready: Any, go: Any, results: Any) -> None:
 
 
 def _validate_only(first: int, count: int, ready: Any, go: Any, results: Any) -> None:
-    from schemas.canonical import canonical_many_schema
+    from conversion_relay.schemas.canonical import canonical_many_schema
 
     many = canonical_many_schema()
     events = events_for(first, count)

@@ -4,8 +4,18 @@
 >>> Relay().enqueue({"event_name": "Purchase", "custom_data": {"value": 10, "currency": "EUR"}})
 """
 
-from conversion_relay.producer import Relay
-from worker.errors import BacklogFullError, ConfigurationError, EnqueueError, EventValidationError, RelayError
+from conversion_relay.client.aio import AsyncRelay
+from conversion_relay.client.producer import Relay
+from conversion_relay.errors import BacklogFullError, ConfigurationError, EnqueueError, EventValidationError, RelayError
+from conversion_relay.version import __version__
 
-__all__ = ["Relay", "RelayError", "ConfigurationError", "EnqueueError", "BacklogFullError", "EventValidationError"]
-__version__ = "0.1.0"
+__all__ = [
+    "__version__",
+    "Relay",
+    "AsyncRelay",
+    "RelayError",
+    "ConfigurationError",
+    "EnqueueError",
+    "BacklogFullError",
+    "EventValidationError",
+]

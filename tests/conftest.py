@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
 from conversion_relay import Relay
-from sandbox import VENDOR_SANDBOXES, GravityCapiSandbox, SandboxServer
+from conversion_relay.config.settings import Settings, load_settings
+from conversion_relay.ops.admin import Admin
+from conversion_relay.sandbox import VENDOR_SANDBOXES, GravityCapiSandbox, SandboxServer
+from conversion_relay.store.deadletter import Selection
+from conversion_relay.store.keys import Keys
 from tests.support import RedisServer, WorkerProcess, wait_for, write_config
-from worker.admin import Admin
-from worker.deadletter import Selection
-from worker.keys import Keys
-from worker.settings import Settings, load_settings
 
 BROKER_DB = 0
 DATA_DB = 1
@@ -256,3 +257,12 @@ def stack(shared_stack: Stack, gravity: GravityCapiSandbox) -> Iterator[Stack]:
     shared_stack.reset_data()
     yield shared_stack
     gravity.configure(fail_all_status=None)
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[Celery]:
+    """A Celery client of the stack's broker and result backend, for sending the relay's tasks."""
+    app = Celery(broker=stack.env["CONVERSION_RELAY_BROKER_URL"], backend=stack.settings.redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    yield app
+    app.close()

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.chaos.vendor import body_ids
-from worker.drain import Drainer, DrainReport
-from worker.runtime import Runtime
-from worker.scheduler import Scheduler
-from worker.settings import Settings
+from conversion_relay.config.settings import Settings
+from conversion_relay.engine.drain import Drainer, DrainReport
+from conversion_relay.engine.runtime import Runtime
+from conversion_relay.engine.scheduler import Scheduler
 
 
 @dataclass

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
+from conversion_relay.config.settings import settings_from_document
 from conversion_relay.embedded import EmbeddedRedis, EmbeddedWorker, free_port, write_config
-from worker.settings import DestinationSettings, settings_from_document
+from conversion_relay.vendors.destination import DestinationSettings
 
 __all__ = [
-    "FakeClock",
     "RedisServer",
     "WorkerProcess",
     "destination_settings",
@@ -32,16 +34,6 @@ class RedisServer(EmbeddedRedis):
 
     def __init__(self) -> None:
         super().__init__(databases=4)
-
-
-class FakeClock:
-    """A clock a test sets by hand (``clock.now += 3600``)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def destination_settings(name: str, table: dict[str, Any], **env: str) -> DestinationSettings:
@@ -64,3 +56,17 @@ def wait_for(
 
 
 WorkerProcess = EmbeddedWorker
+
+
+def fill_to_oom(client: redis.Redis) -> None:
+    """SET ever smaller values until even a one-byte one is refused: Redis is at maxmemory
+    now (Redis itself frees a little now and then, so call this right before each check)."""
+    n = 0
+    for size in (64_000, 4_000, 200, 1):
+        while True:
+            n += 1
+            assert n < 50_000, "Redis never reached maxmemory"
+            try:
+                client.set(f"filler:{n}", b"x" * size)
+            except redis.exceptions.OutOfMemoryError:  # redis-py strips the "OOM" prefix
+                break

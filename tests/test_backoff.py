@@ -1,4 +1,4 @@
-"""Unit tests of worker.backoff: capped exponential backoff with full jitter."""
+"""Unit tests of conversion_relay.engine.backoff: capped exponential backoff with full jitter."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.backoff import compute_backoff, retry_delay
+from conversion_relay.engine.backoff import compute_backoff, retry_delay
 
 ALMOST_ONE = 0.999999
 

@@ -1,4 +1,4 @@
-"""Unit tests of worker.batching: Batcher limits, deadlines, groups, and Chunk.split."""
+"""Unit tests of conversion_relay.vendors.batching: Batcher limits, deadlines, groups, and Chunk.split."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from worker.batching import Batcher, Chunk
-from worker.settings import DestinationSettings
-from worker.vendors.gravity_capi import GravityCapiAdapter
+from conversion_relay.vendors.batching import Batcher, Chunk
+from conversion_relay.vendors.destination import DestinationSettings
+from conversion_relay.vendors.gravity_capi import GravityCapiAdapter
 
 GROUP = ""
 TEST_GROUP = "TEST4711"

@@ -28,7 +28,8 @@ def test_a_small_benchmark_run_writes_all_figures(tmp_path: Path):
     out = tmp_path / "results"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--events", "2000", "--naive-events", "200", "--backlog", "5000",
-         "--fanout-events", "500", "--drain-seconds", "10", "--out", str(out)],
+         "--fanout-events", "500", "--drain-seconds", "10", "--latency-events", "500", "--latency-runs", "2",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.support import FakeClock
-from worker.drain import Drainer
-from worker.lease import Leases
-from worker.runtime import Runtime
-from worker.waiting import WaitingBatch
+from conversion_relay.engine.drain import Drainer
+from conversion_relay.engine.runtime import Runtime
+from conversion_relay.store.lease import Leases
+from conversion_relay.store.waiting import WaitingBatch
+from tests.fakes import FakeClock
 
 BREAKER = {"probe_interval_seconds": 2.0, "backoff_base_seconds": 1.0, "backoff_cap_seconds": 600.0}
 
@@ -51,7 +51,7 @@ def until_delivered(stack: Any, gravity: Any, clock: FakeClock, events: int, dra
 
 def park(stack: Any, clock: FakeClock, events: list[dict[str, Any]], due_in: float) -> WaitingBatch:
     """A batch an earlier failure left waiting, with a long backoff ahead of it."""
-    from worker.vendors import adapter_for
+    from conversion_relay.vendors import adapter_for
 
     adapter = adapter_for(stack.settings.destination("gravity"))
     loaded = stack.relay._many.load(events)

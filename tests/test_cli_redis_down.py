@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conversion_relay.cli import EXIT_REDIS_UNREACHABLE, redis_location
-from tests.support import free_port
+from tests.conftest import API_KEY, KEY_ENV, destination
+from tests.support import free_port, write_config
 
 PASSWORD = "s3cret-redis-pass"
 
@@ -32,14 +33,21 @@ COMMANDS = [
 ]
 
 
+def cli_env(tmp: Path, redis_url: str) -> dict[str, str]:
+    """The environment of a deployment: a configuration file (one destination) and a Redis URL."""
+    config = write_config(tmp / "relay.toml", {}, {"gravity": destination("gravity_capi", "http://127.0.0.1:9/capi")})
+    env = {**os.environ, "REDIS_URL": redis_url, "CONVERSION_RELAY_CONFIG": str(config), KEY_ENV: API_KEY}
+    env["PYTHONUNBUFFERED"] = "1"
+    for name in ("CONVERSION_RELAY_BROKER_URL", "SENTRY_DSN"):
+        env.pop(name, None)
+    return env
+
+
 @pytest.fixture(scope="module")
-def nowhere() -> tuple[dict[str, str], int]:
+def nowhere(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], int]:
     """An environment whose Redis is a free loopback port: connection refused, at once."""
     port = free_port()
-    env = {**os.environ, "REDIS_URL": f"redis://relay:{PASSWORD}@127.0.0.1:{port}/1", "PYTHONUNBUFFERED": "1"}
-    for name in ("CONVERSION_RELAY_CONFIG", "CONVERSION_RELAY_BROKER_URL", "SENTRY_DSN"):
-        env.pop(name, None)
-    return env, port
+    return cli_env(tmp_path_factory.mktemp("nowhere"), f"redis://relay:{PASSWORD}@127.0.0.1:{port}/1"), port
 
 
 def run_cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -90,10 +98,35 @@ def test_native_enqueue_says_redis_is_out_of_reach_in_one_line(nowhere, tmp_path
     assert_unreachable(run_cli(env, "enqueue", str(items), "--native", "reco", "--operation", "addItems"), port)
 
 
-def test_check_config_needs_no_redis(nowhere):
+@pytest.mark.parametrize("args", [["status"], ["dlq", "list"]], ids=" ".join)
+def test_a_database_redis_does_not_have_is_one_line_not_a_traceback(redis_server, tmp_path, args):
+    """The private server has four databases; database 9 is refused when the client selects it."""
+    env = cli_env(tmp_path, redis_server.url(9))
+    result = run_cli(env, *args)
+    assert result.returncode == EXIT_REDIS_UNREACHABLE, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [
+        f"conversion-relay: Redis at 127.0.0.1:{redis_server.port} answered 'DB index is out of range' "
+        "(ResponseError); check REDIS_URL (the database number) and the Redis user's rights."
+    ]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["status"], ["dlq", "list"]], ids=" ".join)
+def test_a_server_that_is_not_redis_is_one_line_not_a_traceback(sandbox, tmp_path, args):
+    """The vendor sandbox answers HTTP on its port: what REDIS_URL names is something else."""
+    port = sandbox.port
+    result = run_cli(cli_env(tmp_path, f"redis://127.0.0.1:{port}/1"), *args)
+    assert result.returncode == EXIT_REDIS_UNREACHABLE, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [
+        f"conversion-relay: what answers at 127.0.0.1:{port} is not Redis (InvalidResponse); check REDIS_URL."
+    ]
+
+
+def test_check_config_reports_redis_out_of_reach_in_one_line(nowhere):
     env, _ = nowhere
     result = run_cli(env, "check-config")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Redis" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 
 from conversion_relay import Relay
+from conversion_relay.config.settings import load_settings
 from tests.support import wait_for
-from worker.settings import load_settings
 
 
 def lead(i: int, prefix: str = "lead") -> dict[str, object]:

@@ -48,10 +48,12 @@ def test_worker_killed_while_a_request_is_in_flight_loses_nothing(make_stack, gr
 def test_worker_killed_while_sending_a_waiting_batch_loses_nothing(make_stack, gravity):
     stack = make_stack(relay={**CRASH_RELAY, "backoff_base_seconds": 0.5, "backoff_cap_seconds": 0.5})
     worker = stack.start_worker()
-    gravity.configure(statuses=[503])
+    # The vendor stays down until the batch is seen waiting: a single 503 would leave it waiting for a
+    # jittered 0-0.5 s only, a window the test's polling can miss.
+    gravity.configure(fail_all_status=503)
     ids = stack.relay.enqueue(events(50, "retry"))
     wait_for(lambda: stack.admin.waiting.count("gravity") == 1, what="the batch to wait for a retry")
-    gravity.configure(latency_seconds=1.5)
+    gravity.configure(latency_seconds=1.5, fail_all_status=None)
     wait_for(lambda: gravity.in_flight >= 1, timeout=20, what="the retry in flight")
     worker.kill()
     gravity.configure(latency_seconds=0.0)

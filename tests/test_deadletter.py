@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from worker.deadletter import DeadLetter, Selection
+from conversion_relay.store.deadletter import DeadLetter, Selection
 
 
 def letter(destination="gravity", reason="http_400", at=1000.0, events=2, status=400):
@@ -27,8 +27,8 @@ def letter(destination="gravity", reason="http_400", at=1000.0, events=2, status
     )
 
 
-@pytest.fixture
-def filled(make_stack, sandbox):
+def four_letters(make_stack, sandbox):
+    """Two configured destinations and four dead letters (two of them http_400, 5 events)."""
     from tests.conftest import gravity_destination
 
     stack = make_stack(destinations={"gravity": gravity_destination(sandbox), "other": gravity_destination(sandbox)})
@@ -43,6 +43,11 @@ def filled(make_stack, sandbox):
         stack.admin.letters.add(pipe, item)
     pipe.execute()
     return stack, letters
+
+
+@pytest.fixture
+def filled(make_stack, sandbox):
+    return four_letters(make_stack, sandbox)
 
 
 def ids(rows):
@@ -152,7 +157,10 @@ def test_cli_lists_shows_exports_replays_and_purges(filled, tmp_path):
     assert "Replayed 1 of 1 dead letters (2 events)" in done.stdout
     purged = cli(stack, "dlq", "purge", "--since", "2500", "--yes")
     assert "Purged 2 of 2" in purged.stdout
-    nothing = cli(stack, "dlq", "purge", "--reason", "no_such_reason", "--yes")
+    misspelt = cli(stack, "dlq", "purge", "--reason", "no_such_reason", "--yes")
+    assert misspelt.returncode == 2 and "'no_such_reason' is not a dead-letter reason" in misspelt.stderr
+    assert "too_large" in misspelt.stderr and "http_<status>" in misspelt.stderr
+    nothing = cli(stack, "dlq", "purge", "--reason", "mapping_error", "--yes")
     assert nothing.returncode == 0 and "Nothing to do" in nothing.stdout
     assert stack.admin.letters.count() == 1
 

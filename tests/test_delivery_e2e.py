@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
 
 import pytest
 
+from conversion_relay import Relay
 from tests.support import wait_for
 
 
@@ -87,7 +89,13 @@ def test_an_event_too_large_for_any_request_is_dead_lettered(stack, gravity):
     huge = purchase(1, custom_data={"value": 1.0, "currency": "EUR", "content_name": "y" * 450})
     contents = [{"id": f"sku-{n}", "quantity": 1, "item_price": 1.0, "title": "t" * 400} for n in range(10)]
     huge["custom_data"] = {**huge["custom_data"], "contents": contents}  # type: ignore[dict-item]
-    stack.relay.enqueue([huge, purchase(2)], destinations=["small"])
+    # enqueue now refuses an event no request can carry (tests/test_limits.py); one stored
+    # before the destination's max_bytes was lowered still reaches the drain, as here.
+    earlier = dataclasses.replace(stack.settings.destination("small"), max_bytes=1_000_000)
+    with Relay(
+        dataclasses.replace(stack.settings, destinations={**stack.settings.destinations, "small": earlier})
+    ) as before:
+        before.enqueue([huge, purchase(2)], destinations=["small"])
     wait_for(lambda: len(stack.dead_letters("small")) == 1)
     wait_for(lambda: gravity.counters["ok"] == 1)
     letter = stack.dead_letters("small")[0]

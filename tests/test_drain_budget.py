@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from conversion_relay.engine.drain import Drainer
+from conversion_relay.engine.runtime import Runtime
+from conversion_relay.store.lease import Leases
 from tests.conftest import field_destination, tracify_destination
-from tests.support import FakeClock
-from worker.drain import Drainer
-from worker.lease import Leases
-from worker.runtime import Runtime
+from tests.fakes import FakeClock
 
 REQUEST_SECONDS = 2.0
 BUDGET = 5.0

@@ -14,6 +14,7 @@ nothing (tested too: the retry must then store the events).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import uuid
 
@@ -22,9 +23,9 @@ import redis
 from celery import Celery
 
 from conversion_relay import BacklogFullError, EnqueueError, EventValidationError, Relay
+from conversion_relay.store.connection import connect
 from tests.conftest import gravity_destination, reco_destination
 from tests.support import UNUSED_REDIS, free_port, wait_for
-from worker.runtime import connect
 
 TIMEOUT = {"enqueue_timeout_seconds": 0.3}
 
@@ -133,7 +134,7 @@ def test_a_timeout_while_redis_is_paused_is_retried_into_one_copy(make_stack):
 
 def test_a_refused_connection_says_nothing_was_enqueued(make_stack):
     stack = make_stack()
-    relay = Relay(stack.settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/1"))
+    relay = Relay(dataclasses.replace(stack.settings, redis_url=f"redis://127.0.0.1:{free_port()}/1"))
     with pytest.raises(EnqueueError) as caught:
         relay.enqueue([{"event_name": "Lead", "event_id": "mine"}, {"event_name": "Lead"}])
     error = caught.value
@@ -211,11 +212,11 @@ def test_the_enqueue_task_fixes_ids_so_a_redelivery_is_stored_once(make_stack, g
 
 @pytest.fixture
 def ingest(monkeypatch):
-    """``tasks.ingest`` needs settings to import; these are built, never connected."""
+    """``conversion_relay.tasks.ingest`` needs settings to import; these are built, never connected."""
     monkeypatch.setenv("REDIS_URL", UNUSED_REDIS)
-    monkeypatch.delenv("CONVERSION_RELAY_CONFIG", raising=False)
+    monkeypatch.setenv("CONVERSION_RELAY_CONFIG", "sandbox")
     monkeypatch.delenv("CONVERSION_RELAY_BROKER_URL", raising=False)
-    return importlib.import_module("tasks.ingest")
+    return importlib.import_module("conversion_relay.tasks.ingest")
 
 
 def test_with_fixed_ids_fills_missing_ids_from_the_task_id_and_index(ingest):

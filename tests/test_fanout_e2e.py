@@ -26,7 +26,7 @@ def purchase(i: int, **extra: object) -> dict[str, object]:
             "external_id": [f"u-{i}"],
             "client_ip_address": "203.0.113.9",
             "client_user_agent": "Mozilla/5.0",
-            "browser_id": f"b-{i}",
+            "reco_cookie_id": f"b-{i}",
             "session_id": f"s-{i}",
         },
         "custom_data": {
@@ -58,11 +58,11 @@ def test_one_event_reaches_every_vendor_in_its_own_format(four, gravity, field, 
     assert gravity.events[0]["custom_data"]["order_id"] == "1"
     field_event = field.events[0]
     assert field_event["event"]["properties"]["eventType"] == "purchase-v1"
-    assert field_event["user"] == {"id": "u-1"} and field_event["session"] == {"custom": "s-1"}
+    assert field_event["user"] == {"id": "u-1"} and field_event["session"] == {}  # session_id is the Gravity pixel's
     assert field_event["context"]["device"] == {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0"}
     tracify_event = tracify.events[0]
     assert tracify_event["type"] == "purchase" and tracify_event["data"]["amount"] == "30.00"
-    assert tracify_event["data"]["utm_source"] == "news" and "n" not in tracify_event["data"]
+    assert tracify_event["data"]["utm_source"] == "news" and tracify_event["data"]["n"] == "1"
     assert sorted(tracify_event["identity_data"].values()) == [1, 2, 3, 4]
     assert [e["itemId"] for e in reco.events] == ["SKU-1", "SKU-2"]
     assert all(e["eventType"] == "BUY" and e["cookieId"] == "b-1" for e in reco.events)
@@ -70,7 +70,16 @@ def test_one_event_reaches_every_vendor_in_its_own_format(four, gravity, field, 
 
 
 def test_an_event_a_vendor_cannot_express_is_skipped_there(four, gravity, field, tracify, reco):
-    login = {"event_name": "login", "event_id": "l-1", "user_data": {"external_id": ["u-7"], "browser_id": "b-7"}}
+    login = {
+        "event_name": "login",
+        "event_id": "l-1",
+        "user_data": {
+            "external_id": ["u-7"],
+            "reco_cookie_id": "b-7",
+            "client_ip_address": "203.0.113.9",
+            "client_user_agent": "Mozilla/5.0",
+        },
+    }
     four.relay.enqueue(login)
     wait_for(lambda: field.events and reco.events, what="the login at Field and RECO")
     for name in ("gravity", "field", "tracify", "reco"):
@@ -117,7 +126,13 @@ def test_field_validation_errors_are_dead_lettered_with_the_vendors_message(make
     letter = wait_for(lambda: stack.dead_letters(), what="the 422 to be dead-lettered")[0]
     assert letter.reason == "http_422" and "unknown product" in letter.excerpt
     field.configure(statuses=[401])
-    stack.relay.enqueue({"event_name": "Lead", "event_id": "x", "user_data": {"external_id": ["u"]}})
+    stack.relay.enqueue(
+        {
+            "event_name": "Lead",
+            "event_id": "x",
+            "user_data": {"external_id": ["u"], "client_ip_address": "203.0.113.9", "client_user_agent": "Mozilla/5.0"},
+        }
+    )
     wait_for(lambda: len(stack.dead_letters()) == 2)
     assert {x.reason for x in stack.dead_letters()} == {"http_422", "http_401"}
 
@@ -164,7 +179,16 @@ def test_field_rate_limit_is_shared_by_two_workers(make_stack, sandbox, field):
     stack.start_worker(concurrency=1)
     stack.start_worker(concurrency=1)
     events = [
-        {"event_name": "Lead", "event_id": f"r-{i}", "user_data": {"external_id": [f"user-{i}"]}} for i in range(70)
+        {
+            "event_name": "Lead",
+            "event_id": f"r-{i}",
+            "user_data": {
+                "external_id": [f"user-{i}"],
+                "client_ip_address": "203.0.113.9",
+                "client_user_agent": "Mozilla/5.0",
+            },
+        }
+        for i in range(70)
     ]
     stack.relay.enqueue(events)
     stack.redis.delete(stack.keys.pause("field"))

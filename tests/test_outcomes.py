@@ -1,4 +1,4 @@
-"""Unit tests of worker.outcomes: classing non-2xx responses and reading Retry-After."""
+"""Unit tests of conversion_relay.outcomes: classing non-2xx responses and reading Retry-After."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from worker.outcomes import (
+from conversion_relay.outcomes import (
     EXCERPT_CHARS,
     Rejected,
     RetryLater,

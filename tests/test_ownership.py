@@ -13,14 +13,14 @@ from collections import Counter
 
 import orjson
 
+from conversion_relay.engine.drain import Drainer
+from conversion_relay.engine.runtime import Runtime
+from conversion_relay.store.keys import GROUP
+from conversion_relay.store.lease import Leases, consumer_name
+from conversion_relay.store.stream import PartitionStream
 from tests.conftest import reco_destination, tracify_destination
 from tests.inprocess import Recorder, Workers
 from tests.support import wait_for
-from worker.drain import Drainer
-from worker.keys import GROUP
-from worker.lease import Leases, consumer_name
-from worker.runtime import Runtime
-from worker.stream import PartitionStream
 
 #: A lease far shorter than the work a drain holds, so that only the heartbeat keeps it.
 SHORT_LEASE = {"lease_seconds": 1.0, "drain_budget_seconds": 20.0, "visibility_timeout_seconds": 60.0}
@@ -228,13 +228,23 @@ def test_take_over_and_reads_racing_strand_nothing(make_stack):
     assert [c["name"].decode() for c in stack.redis.xinfo_consumers(stream.key, GROUP)] == [me]
 
 
-def test_a_drain_task_handed_out_again_resumes_its_own_events(make_stack, gravity):
+def test_a_drain_task_handed_out_again_owns_the_partition_in_one_run_only(make_stack, gravity):
     """The broker hands a drain task out again when its worker died (at once with RabbitMQ), with
-    the same token: while the lease lasts, that task is the owner and sends what it held."""
+    the same token.  The run that starts first takes the lease over to a token of its own, so
+    the other run of the same task is fenced out; the events the first run held are taken over
+    once its request could have ended, like any earlier drain's."""
     stack = make_stack()
     ids = stack.relay.enqueue([{"event_name": "Lead", "event_id": f"lead-{i}"} for i in range(4)])
-    token, _ = _held_by_a_drain(stack, "gravity", 4)
-    report = Drainer(Runtime(stack.settings), "gravity", token, 0).run()
+    token, dead = _held_by_a_drain(stack, "gravity", 4)
+    in_flight_until = time.time() + 1.0
+    stack.redis.hset(stack.keys.inflight("gravity", 0), dead, int(in_flight_until * 1000))
+    rt = Runtime(stack.settings)
+    recorder = Recorder()
+    recorder.watch(rt, "gravity")
+    report = Drainer(rt, "gravity", token, 0).run()
     assert report.reclaimed == 4 and report.stopped == "idle"
+    assert all(r.wall >= in_flight_until for r in recorder.sent())
     assert sorted(e["event_id"] for e in gravity.events) == sorted(ids)
     assert stack.admin.status()["gravity"]["backlog"] == {"unread": 0, "pending": 0}
+    again = Drainer(Runtime(stack.settings), "gravity", token, 0).run()
+    assert again.stopped == "lease_lost" and again.read == 0

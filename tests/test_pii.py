@@ -1,4 +1,4 @@
-"""Unit tests of schemas.pii: normalising and hashing of e-mail, names and phone numbers."""
+"""Unit tests of conversion_relay.schemas.pii: normalising and hashing of e-mail, names and phone numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from schemas import pii
-from schemas.pii import PIIError, hash_email, hash_name, hash_phone, is_sha256_hex, normalise_phone
+from conversion_relay.schemas import pii
+from conversion_relay.schemas.pii import PIIError, hash_email, hash_name, hash_phone, is_sha256_hex, normalise_phone
 
 
 def sha256(text: str) -> str:
@@ -118,6 +118,29 @@ def test_phone_of_impossible_length_is_rejected():
 def test_phone_far_too_long_is_rejected():
     with pytest.raises(PIIError):
         hash_phone("+49 151 123456789012345")
+
+
+@pytest.mark.parametrize(
+    ("value", "region", "problem"),
+    [
+        ("12", "DE", "Not a possible phone number"),  # was hashed as +4912
+        ("123", "DE", "Not a possible phone number"),  # a local number without its area code
+        ("+49 12", None, "Not a possible phone number"),
+        ("+49 151 12345678901", None, "E.164 allows 15 digits"),  # 16 digits; phonenumbers allows it
+    ],
+)
+def test_impossible_phone_numbers_are_refused(value, region, problem):
+    with pytest.raises(PIIError, match=problem):
+        hash_phone(value, region)
+
+
+@pytest.mark.parametrize(
+    ("value", "e164"),
+    [("+683 4002", "+6834002"), ("+49 30 123", "+4930123"), ("+1 650 253 0000", "+16502530000")],
+)
+def test_short_and_long_numbers_that_exist_pass(value, e164):
+    """Niue's four-digit numbers are the shortest national numbers in use; a 15-digit one the longest."""
+    assert normalise_phone(value, None) == e164
 
 
 # --- messages never carry the value -----------------------------------------------------------

@@ -7,10 +7,18 @@ import gzip
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import quote
 
+import orjson
+import pytest
 import redis
+import sentry_sdk
+from sentry_sdk.transport import Transport
 
+from conversion_relay import EventValidationError
 from tests.conftest import BROKER_DB, DATA_DB
+from tests.ingest_task import ingest_for, run_enqueue_task
 from tests.support import wait_for
 
 EMAILS = [f"Jane.Doe{i}@Example.org" for i in range(40)]
@@ -124,7 +132,7 @@ def test_api_key_stays_out_of_logs_and_dead_letters(make_stack, gravity, sandbox
 def test_log_filter_masks_secrets_even_in_tracebacks(caplog):
     import logging
 
-    from worker.observability import SecretFilter
+    from conversion_relay.worker.observability import SecretFilter
 
     secret = "sk_test_supersecret"
     logger = logging.getLogger("test.masking")
@@ -166,7 +174,7 @@ class _Collector(BaseHTTPRequestHandler):
 def test_sentry_events_carry_no_key_and_no_event_data():
     import sentry_sdk
 
-    from worker.observability import init_sentry
+    from conversion_relay.worker.observability import init_sentry
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -192,3 +200,123 @@ def test_sentry_events_carry_no_key_and_no_event_data():
     assert b"ConnectionError" in envelope
     assert secret.encode() not in envelope
     assert b"jane@example.org" not in envelope
+
+
+# --- personal data outside the hashed fields (issue 8) -----------------------------------------
+
+
+def test_personal_data_outside_the_hashed_fields_is_refused_wherever_it_arrives(make_stack, redis_server, monkeypatch):
+    """A plaintext e-mail and phone number in client_context used to be stored as they came."""
+    stack = make_stack()
+    ingest = ingest_for(stack, monkeypatch)
+    email, phone, (first, last) = EMAILS[0], PHONES[0], NAMES[0]
+    cases = [
+        ({"client_context": {"email": email}}, ("client_context", "email")),
+        ({"client_context": {"Phone": phone}}, ("client_context", "Phone")),
+        ({"client_context": {"profile": {"first_name": first, "LastName": last}}}, ("client_context", "profile")),
+        ({"client_context": {"em": [email]}}, ("client_context", "em")),
+        ({"client_context": {"note": f"contact: {email}"}}, ("client_context", "note")),
+        ({"client_context": {email: "1"}}, ("client_context", "<key 1>")),
+        ({"event_source_url": f"https://shop.example/thanks?e={quote(email)}"}, ("event_source_url",)),
+        ({"custom_data": {"search_string": email}}, ("custom_data", "search_string")),
+        ({"user_data": {"external_id": ["42", email]}}, ("user_data", "external_id", 1)),
+        ({"page": {"data": ["shoes", email]}}, ("page", "data", 1)),
+        ({"user_data": {email: "x"}}, ("user_data", "<key 1>")),
+    ]
+    for extra, path in cases:
+        event = {"event_name": "Purchase", "event_id": "p-0", **extra}
+        with pytest.raises(EventValidationError) as caught:
+            stack.relay.enqueue(event)
+        node = caught.value.messages
+        for key in path:
+            node = node[key]
+        assert node, path
+        shown = f"{caught.value}\n{caught.value.messages}".lower()
+        assert email.lower() not in shown and quote(email).lower() not in shown and first.lower() not in shown
+        result = run_enqueue_task(ingest, [event])
+        assert result["accepted"] == 0 and result["errors"][0]
+    url_base = f"redis://127.0.0.1:{redis_server.port}"
+    assert stack.redis.xlen(stack.keys.stream("gravity")) == 0
+    hashed = {"em": [email], "ph": [phone], "fn": first, "ln": last}
+    stack.relay.enqueue(
+        {"event_name": "Purchase", "user_data": hashed, "client_context": {"timezone": "Europe/Berlin"}}
+    )
+    assert stack.redis.xlen(stack.keys.stream("gravity")) == 1
+    assert_no_plaintext(redis_dump(url_base))
+
+
+class _Envelopes(Transport):
+    """A real sentry-sdk transport that keeps each envelope as the SDK would send it."""
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.sent: list[bytes] = []
+
+    def capture_envelope(self, envelope: Any) -> None:
+        self.sent.append(envelope.serialize())
+
+
+def capture(error: BaseException, **options: Any) -> dict[str, Any]:
+    """What a web app's Sentry, at sentry-sdk's defaults (local variables included), sends for
+    ``error``: the event of the one envelope."""
+    transport = _Envelopes()
+    client = sentry_sdk.Client(
+        dsn="http://public@127.0.0.1:9/1", transport=transport, default_integrations=False, **options
+    )
+    try:
+        with sentry_sdk.new_scope() as scope:
+            scope.set_client(client)
+            scope.capture_exception(error)
+    finally:
+        client.close()
+    [envelope] = transport.sent
+    return json.loads(envelope.split(b"\n")[2])
+
+
+def relay_frames(event: dict[str, Any]) -> list[dict[str, Any]]:
+    frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
+    return [f for f in frames if (f.get("module") or "").split(".")[0] == "conversion_relay"]
+
+
+def test_an_uncaught_validation_error_gives_a_hosts_sentry_no_plaintext_from_the_relay(make_stack):
+    """sentry-sdk records frame variables by default: enqueue's frame held the events, and the
+    message repeated an unknown key, both with the plaintext e-mail address."""
+    stack = make_stack()
+    email = EMAILS[1]
+    event = {"event_name": "Purchase", "user_data": {"em": [email], email: "x"}, "custom_data": {"currency": "EURO"}}
+    try:
+        stack.relay.enqueue(event)
+    except EventValidationError as exc:
+        error = exc
+    assert email not in str(error) and email not in repr(error.messages)
+    sent = capture(error)
+    frames = sent["exception"]["values"][-1]["stacktrace"]["frames"]
+    assert any("vars" in frame for frame in frames), "sentry-sdk collected no variables: nothing tested"
+    assert relay_frames(sent), "the relay's frames are in the traceback"
+    assert email.lower() not in json.dumps(relay_frames(sent)).lower()
+    assert email.lower() not in sent["exception"]["values"][-1]["value"].lower()
+
+
+def test_the_sentry_helper_removes_relay_frame_variables_and_every_e_mail_address(make_stack, sandbox):
+    from conversion_relay.client.limits import check_event_sizes
+    from conversion_relay.sentry import before_send
+    from tests.conftest import gravity_destination
+
+    stack = make_stack(destinations={"gravity": gravity_destination(sandbox, max_bytes=2000)})
+    email = EMAILS[2]
+    body = orjson.dumps({"event_name": "Lead", "client_context": {"note": email, "pad": "x" * 2000}})
+
+    def broken_adapter(name: str) -> Any:
+        raise RuntimeError(f"no adapter for a note of {email}")
+
+    try:  # an unexpected error inside the relay, with plaintext in its frames' variables
+        check_event_sizes(stack.settings, broken_adapter, ["gravity"], [body], False)
+    except RuntimeError as exc:
+        error = exc
+    plain = capture(error)
+    assert email.lower() in json.dumps(relay_frames(plain)).lower()  # what the helper is for
+    scrubbed = capture(error, before_send=before_send)
+    assert relay_frames(scrubbed) and all("vars" not in frame for frame in relay_frames(scrubbed))
+    text = json.dumps(scrubbed).lower()
+    assert email.lower() not in text
+    assert "runtimeerror" in text and "no adapter for a note of [redacted]" in text

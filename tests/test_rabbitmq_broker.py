@@ -117,9 +117,11 @@ def test_the_visibility_timeout_goes_to_a_redis_broker_only(tmp_path):
     from tests.conftest import FAST_RELAY, KEY_ENV, destination
     from tests.support import write_config
 
-    config = write_config(tmp_path / "relay.toml", FAST_RELAY, {"gravity": destination("gravity_capi", "http://x")})
+    config = write_config(
+        tmp_path / "relay.toml", FAST_RELAY, {"gravity": destination("gravity_capi", "http://127.0.0.1:9")}
+    )
     script = (
-        "import json; from worker.app import app; "
+        "import json; from conversion_relay.worker.app import app; "
         "print(json.dumps([app.conf.broker_url.split(':')[0], app.conf.broker_transport_options]))"
     )
     seen = []

@@ -28,15 +28,15 @@ import pytest
 import redis
 
 from conversion_relay import Relay
+from conversion_relay.config.settings import settings_from_document
 from conversion_relay.embedded import EmbeddedRedis
-from sandbox import GravityCapiSandbox, SandboxServer
+from conversion_relay.errors import BacklogFullError, ConfigurationError, EnqueueError
+from conversion_relay.sandbox import GravityCapiSandbox, SandboxServer
+from conversion_relay.store.keys import GROUP, Keys
+from conversion_relay.store.lease import DrainLease, Leases, consumer_name
+from conversion_relay.store.memory import MemoryGuard
 from tests.conftest import FAST_RELAY, Stack, destination, gravity_destination
-from tests.support import wait_for
-from worker.errors import BacklogFullError, ConfigurationError, EnqueueError
-from worker.keys import GROUP, Keys
-from worker.lease import DrainLease, Leases, consumer_name
-from worker.memory import MemoryGuard
-from worker.settings import settings_from_document
+from tests.support import fill_to_oom, wait_for
 
 LRU = ("--maxmemory", "50mb", "--maxmemory-policy", "allkeys-lru")
 
@@ -280,6 +280,18 @@ def test_a_full_redis_records_outcomes_keeps_moving_and_heals_when_the_vendor_re
         probes = len(down.requests)
         wait_for(alive(lambda: len(down.requests) >= probes + 3), timeout=30, what="more probes of the down vendor")
         assert_alive()
+        # Gravity's acks freed a little room under the mark; top the down vendor's backlog up to it
+        # again, so that what the next step shows is that only delivery, not probing, frees memory.
+        for j in range(100):
+            try:
+                held += stack.relay.enqueue([event(f"top{j}", n, pad=40) for n in range(200)], destinations=["down"])
+            except EnqueueError as exc:
+                assert not exc.maybe_stored, exc
+                break
+        else:
+            raise AssertionError("the backlog never reached the high-water mark again")
+        probes = len(down.requests)
+        wait_for(alive(lambda: len(down.requests) >= probes + 2), timeout=30, what="more probes of the down vendor")
         with pytest.raises(EnqueueError):  # still full: what heals it next is delivery, not a person
             stack.relay.enqueue([event("while-full", n, pad=40) for n in range(200)], destinations=["down"])
 
@@ -309,20 +321,6 @@ def test_a_full_redis_records_outcomes_keeps_moving_and_heals_when_the_vendor_re
 # --- 4. outcome and lease scripts at maxmemory --------------------------------------------------
 
 
-def fill_to_oom(client: redis.Redis) -> None:
-    """SET ever smaller values until even a one-byte one is refused: Redis is at maxmemory
-    now (Redis itself frees a little now and then, so call this right before each check)."""
-    n = 0
-    for size in (64_000, 4_000, 200, 1):
-        while True:
-            n += 1
-            assert n < 50_000, "Redis never reached maxmemory"
-            try:
-                client.set(f"filler:{n}", b"x" * size)
-            except redis.exceptions.OutOfMemoryError:  # redis-py strips the "OOM" prefix
-                break
-
-
 def test_outcomes_and_leases_are_written_at_maxmemory(flagged_redis):
     server = flagged_redis("--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(server.url(0))
@@ -341,6 +339,9 @@ def test_outcomes_and_leases_are_written_at_maxmemory(flagged_redis):
     assert not leases.acquire(dest, 0, other, 5.0)  # taken: still refused
 
     lease = DrainLease(client, keys, dest, 0, token, 5.0)
+    fill_to_oom(client)
+    assert lease.start(), "lease take-over from the task's token refused at maxmemory"
+    assert client.get(keys.lease(dest, 0)) == lease.token.encode()
     fill_to_oom(client)
     assert lease._renew(), "heartbeat refused at maxmemory"
     fill_to_oom(client)

@@ -8,7 +8,7 @@ must never be killed.
 What used to go wrong (Celery 5.7.0, kombu 5.7.0, any redis-py): an acks_late drain running
 while the consumer waited in BRPOP, Redis killed, and the worker's main process exited with
 ``Unrecoverable error: AttributeError("'NoneType' object has no attribute 'hostname'")``.  See
-:mod:`worker.broker`.
+:mod:`conversion_relay.worker.broker`.
 """
 
 from __future__ import annotations

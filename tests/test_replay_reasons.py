@@ -1,7 +1,7 @@
 """Replaying a dead letter sends what the vendor expects, whatever the letter's reason.
 
 Every test produces a real dead letter of one reason through the relay itself (a real worker,
-or a real :class:`~worker.drain.Drainer` in this process), replays it with
+or a real :class:`~conversion_relay.engine.drain.Drainer` in this process), replays it with
 ``Admin.replay(..., dry_run=False)`` while a real worker runs, and checks at the vendor sandbox
 that the vendor received its own payload shape -- never the raw canonical event, whose
 ``page``, ``user_data.client_ip_address`` and ``user_data.browser_id`` are for other vendors --
@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
+from conversion_relay.engine.drain import Drainer
+from conversion_relay.engine.runtime import runtime
+from conversion_relay.store.deadletter import Selection
+from conversion_relay.store.lease import Leases
+from conversion_relay.vendors import adapter_for
+from conversion_relay.vendors.gravity_capi import EVENT_FIELDS, USER_DATA_FIELDS
 from tests.conftest import gravity_destination, tracify_destination
 from tests.support import wait_for
-from worker.deadletter import Selection
-from worker.drain import Drainer
-from worker.lease import Leases
-from worker.runtime import runtime
-from worker.vendors import adapter_for
-from worker.vendors.gravity_capi import EVENT_FIELDS, USER_DATA_FIELDS
 
 GROUP = "relay"
 #: What a canonical event carries for other vendors, which no Gravity CAPI event may hold.
@@ -149,7 +149,9 @@ def test_too_large_letter_replays_once_the_limit_is_raised(make_stack, sandbox, 
     worker = small.start_worker()
     huge = purchase("huge-1", content_name="y" * 450)
     huge["custom_data"]["contents"] = [{"id": f"sku-{n}", "quantity": 1, "title": "t" * 300} for n in range(4)]
-    small.relay.enqueue([huge, purchase("p-1")], destinations=["gravity"])
+    # enqueue refuses an event no request of the destination could carry; the large stack's
+    # producer takes it, as before a limit was lowered, and the small stack's worker meets it.
+    large.relay.enqueue([huge, purchase("p-1")], destinations=["gravity"])
     letter = one_letter(small, "gravity", "too_large")
     assert [json.loads(p)["event_id"] for p in letter.parts] == ["huge-1"]
     assert len(letter.parts[0]) > 1500

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import VENDOR_SANDBOXES, Faults, GravityCapiSandbox, SandboxServer
-from tests.support import FakeClock
+from conversion_relay.sandbox import VENDOR_SANDBOXES, Faults, GravityCapiSandbox, SandboxServer
+from tests.fakes import FakeClock
 
 KEY = "sandbox-key"
 T0 = 1_700_000_000.0

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import VENDOR_SANDBOXES, GravityFieldSandbox, SandboxServer
-from tests.support import FakeClock
+from conversion_relay.sandbox import VENDOR_SANDBOXES, GravityFieldSandbox, SandboxServer
+from tests.fakes import FakeClock
 
 KEY = "sandbox-key"
 T0 = 1_700_000_000.0
@@ -111,7 +111,7 @@ def keys_anywhere(node: Any) -> set[str]:
 
 
 def test_openapi_data_file_is_prose_free_and_complete() -> None:
-    resource = importlib.resources.files("schemas").joinpath("data/gravity_field_openapi.json")
+    resource = importlib.resources.files("conversion_relay.schemas").joinpath("data/gravity_field_openapi.json")
     text = resource.read_text(encoding="utf-8")
     document = json.loads(text)
     assert text == json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
@@ -453,3 +453,16 @@ def test_unknown_path_and_wrong_method(base: str, field: GravityFieldSandbox) ->
     wrong = requests.get(base + "/ssapi/event", headers=bearer(), timeout=5)
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
     assert field.events == []
+
+
+def test_sandbox_rules_say_whether_they_are_documented_or_assumed() -> None:
+    """An operator reading a sandbox result must know which rules are the vendor's word and
+    which the sandbox's guess (issue 9): the module and docs/vendors/gravity_field.md label them."""
+    import conversion_relay.sandbox.gravity_field as module
+
+    doc = module.__doc__ or ""
+    assert "Documented (OpenAPI seed 003)" in doc and "Documented (seed 001): 500 requests" in doc
+    assert "Assumed:" in doc and "429" in doc.split("Assumed:", 1)[1]
+    page = (Path(__file__).parents[1] / "docs/vendors/gravity_field.md").read_text()
+    assert "| 500 requests/s per key | documented: seed 001" in page
+    assert "429 with `Retry-After: 1` | assumed" in page

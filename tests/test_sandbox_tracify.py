@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from sandbox import VENDOR_SANDBOXES, SandboxServer, TracifySandbox
+from conversion_relay.sandbox import VENDOR_SANDBOXES, SandboxServer, TracifySandbox
+from conversion_relay.sandbox.tracify import RULES
 
 KEY = "sandbox-key"
 T0 = 1_700_000_000.0
@@ -255,3 +257,12 @@ def test_unknown_path_and_wrong_method(server: SandboxServer, endpoint: str, tra
     wrong = requests.get(endpoint, headers={"tracify-token": KEY}, timeout=5)
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
     assert tracify.events == []
+
+
+def test_every_rule_is_labelled_with_its_source_in_code_and_docs() -> None:
+    """A passing sandbox test proves a vendor rule only where the rule is documented."""
+    page = (Path(__file__).parents[1] / "docs" / "vendors" / "tracify.md").read_text()
+    for rule, source in RULES.items():
+        assert any(word in source for word in ("documented", "third party", "assumed")), rule
+        assert f"| {rule} | {source} |" in page, rule
+    assert "upper case assumed" in RULES["currency three upper-case letters"]

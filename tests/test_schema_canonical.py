@@ -1,4 +1,4 @@
-"""Unit tests of the canonical event schema (schemas.canonical) and EventValidationError."""
+"""Unit tests of the canonical event schema (conversion_relay.schemas.canonical) and EventValidationError."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from schemas.canonical import STANDARD_EVENT_NAMES, canonical_many_schema, canonical_schema
-from worker.errors import EventValidationError
+from conversion_relay.errors import EventValidationError
+from conversion_relay.schemas.canonical import STANDARD_EVENT_NAMES, canonical_many_schema, canonical_schema
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PIXEL_FIELDS = ("grclid", "grcpid", "grpuid", "gradid", "grsig", "graid")
@@ -247,6 +247,11 @@ def test_em_already_hashed_passes_lower_cased():
 def test_phone_uses_the_schema_region():
     loaded = load(minimal(user_data={"ph": "0151 12345678"}), region="DE")
     assert loaded["user_data"]["ph"] == [sha256("+4915112345678")]
+
+
+def test_a_phone_number_too_short_to_be_anyones_is_refused_in_the_region():
+    errors = load_errors(minimal(user_data={"ph": ["12"]}), region="DE")
+    assert "Not a possible phone number" in errors["user_data"]["ph"][0][0]
 
 
 def test_phone_without_country_code_and_no_region_is_rejected_with_hint():

@@ -1,5 +1,6 @@
-"""Unit tests of the OpenAPI schema builder (schemas.openapi), the Gravity Field document built
-with it (schemas.gravity_field) and the canonical fields the new vendors read (schemas.canonical)."""
+"""Unit tests of the OpenAPI schema builder (conversion_relay.schemas.openapi), the Gravity Field
+document built with it (conversion_relay.schemas.gravity_field) and the canonical fields the new
+vendors read (conversion_relay.schemas.canonical)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from schemas.canonical import BEHAVIOUR_EVENT_NAMES, PAGE_TYPES, canonical_schema
-from schemas.gravity_field import EVENT_TYPES, event_field, event_request_schema, page_request_schema
-from schemas.openapi import AnyOf, Builder, StrictNumber, load_document
+from conversion_relay.schemas.canonical import BEHAVIOUR_EVENT_NAMES, PAGE_TYPES, canonical_schema
+from conversion_relay.schemas.gravity_field import EVENT_TYPES, event_field, event_request_schema, page_request_schema
+from conversion_relay.schemas.openapi import AnyOf, Builder, StrictNumber, load_document
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -70,7 +71,7 @@ def field_fixture() -> dict[str, Any]:
     return json.loads((FIXTURES / "gravity_field" / "purchase_request.json").read_text())
 
 
-# --- schemas.openapi: the builder ---------------------------------------------------------------
+# --- conversion_relay.schemas.openapi: the builder ---------------------------------------------------------------
 
 
 def test_builder_resolves_refs_including_a_chain_of_refs():
@@ -162,7 +163,7 @@ def test_any_of_choose_picks_the_alternative_outright():
     assert info.value.messages == {"name": ["Not a valid string."]}
 
 
-# --- schemas.gravity_field: the vendor's document -----------------------------------------------
+# --- conversion_relay.schemas.gravity_field: the vendor's document -----------------------------------------------
 
 
 def test_field_document_has_no_description_keys():
@@ -275,7 +276,7 @@ def test_event_field_takes_custom_events_of_any_shape():
         field.deserialize({"name": "Clicked", "properties": {"value": "1"}})
 
 
-# --- schemas.canonical: fields the new vendors read ---------------------------------------------
+# --- conversion_relay.schemas.canonical: fields the new vendors read ---------------------------------------------
 
 
 def load(event: dict[str, Any]) -> dict[str, Any]:

@@ -7,19 +7,8 @@ import base64
 import json
 import uuid
 
-import pytest
-from celery import Celery
-
+from conversion_relay.store.deadletter import Selection
 from tests.support import wait_for
-from worker.deadletter import Selection
-
-
-@pytest.fixture
-def client(stack):
-    app = Celery(broker=stack.env["CONVERSION_RELAY_BROKER_URL"], backend=stack.settings.redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    yield app
-    app.close()
 
 
 def purchase(i):

@@ -1,4 +1,4 @@
-"""Unit tests of the Gravity Conversions API adapter (worker.vendors.gravity_capi)."""
+"""Unit tests of the Gravity Conversions API adapter (conversion_relay.vendors.gravity_capi)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from schemas.canonical import canonical_schema
-from worker.outcomes import Accepted, Rejected, RetryLater, TooLarge
-from worker.settings import DestinationSettings
-from worker.vendors import adapter_classes, adapter_for
-from worker.vendors.base import Part
-from worker.vendors.gravity_capi import EVENT_FIELDS, GravityCapiAdapter
+from conversion_relay.outcomes import Accepted, Rejected, RetryLater, TooLarge
+from conversion_relay.schemas.canonical import canonical_schema
+from conversion_relay.vendors import adapter_classes, adapter_for
+from conversion_relay.vendors.base import Part
+from conversion_relay.vendors.destination import DestinationSettings
+from conversion_relay.vendors.gravity_capi import EVENT_FIELDS, GravityCapiAdapter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "grv-secret-0123456789"
@@ -338,3 +339,75 @@ def test_interpret_401_is_rejected():
 
 def test_interpret_413_is_too_large():
     assert isinstance(adapter().interpret(413, {}, b"", parts_with_ids("a", "b")), TooLarge)
+
+
+# --- values and currency (issue 9: no invented values) -----------------------------------------
+
+
+def sandbox_destination(sandbox: Any, **options: Any) -> DestinationSettings:
+    return destination(base_url=sandbox.url_for("gravity-capi"), api_key="sandbox-key", options=options)
+
+
+def post_to_sandbox(capi: GravityCapiAdapter, gravity: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """Send the adapter's request for one event to the sandbox; return the event it stored."""
+    (p,) = capi.map_event(event)
+    request = capi.request_for(p.group, capi.body_for(p.group, [p.body]))
+    response = requests.post(request.url, data=request.body, headers=dict(request.headers), timeout=5)
+    assert response.json()["results"][0]["status"] == "ok", response.text
+    return gravity.events[-1]
+
+
+def without_currency(**custom_data: Any) -> dict[str, Any]:
+    data = seed()
+    data["custom_data"] = custom_data
+    return loaded(data)
+
+
+def test_value_without_currency_is_not_sent_for_the_vendor_to_count_as_usd(sandbox, gravity):
+    """Before: the sandbox, like the vendor (seed 000, 'default: USD'), stored 99.99 USD."""
+    event = without_currency(value=99.99, order_id="123", predicted_ltv=300.0,
+                             contents=[{"id": "SKU-1", "quantity": 1, "item_price": 99.99}])  # fmt: skip
+    stored = post_to_sandbox(GravityCapiAdapter(sandbox_destination(sandbox)), gravity, event)
+
+    assert stored["custom_data"] == {"order_id": "123", "contents": [{"id": "SKU-1", "quantity": 1}]}
+    assert stored["event_name"] == "Purchase"  # the conversion still counts, without a value
+
+
+def test_value_without_currency_takes_the_destinations_default_currency(sandbox, gravity):
+    event = without_currency(value=99.99, order_id="123")
+    capi = GravityCapiAdapter(sandbox_destination(sandbox, default_currency="EUR"))
+    stored = post_to_sandbox(capi, gravity, event)
+
+    assert stored["custom_data"] == {"value": 99.99, "currency": "EUR", "order_id": "123"}
+
+
+def test_the_events_own_currency_wins_over_default_currency(sandbox, gravity):
+    event = without_currency(value=10.0, currency="GBP")
+    capi = GravityCapiAdapter(sandbox_destination(sandbox, default_currency="EUR"))
+    assert post_to_sandbox(capi, gravity, event)["custom_data"] == {"value": 10.0, "currency": "GBP"}
+
+
+def test_missing_value_is_never_sent_as_zero(sandbox, gravity):
+    event = without_currency(order_id="123", currency="EUR")
+    stored = post_to_sandbox(GravityCapiAdapter(sandbox_destination(sandbox)), gravity, event)
+    assert stored["custom_data"] == {"order_id": "123", "currency": "EUR"}
+
+
+def test_event_without_money_gets_no_currency_from_default_currency():
+    """A Lead with no value says nothing about money; a default currency adds nothing to it."""
+    event = without_currency(order_id="lead-1")
+    (p,) = adapter(options={"default_currency": "EUR"}).map_event(event)
+    assert body_of(p)["custom_data"] == {"order_id": "lead-1"}
+
+
+def test_default_currency_has_no_default_in_code_and_is_checked(tmp_path):
+    from conversion_relay.config.settings import settings_from_document
+    from conversion_relay.errors import ConfigurationError
+
+    table = {"vendor": "gravity_capi", "api_key_env": "K"}
+    document = {"relay": {"redis_url": "redis://127.0.0.1/0"}, "destinations": {"gravity": table}}
+    assert "default_currency" not in settings_from_document(document, {}).destination("gravity").options
+
+    table["default_currency"] = "EURO"
+    with pytest.raises(ConfigurationError, match=r"destinations\.gravity\.default_currency: Not an ISO 4217"):
+        settings_from_document(document, {})

@@ -1,4 +1,4 @@
-"""Unit tests of the Gravity Field SSAPI adapter (worker.vendors.gravity_field)."""
+"""Unit tests of the Gravity Field SSAPI adapter (conversion_relay.vendors.gravity_field)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from schemas.canonical import canonical_schema
-from schemas.gravity_field import event_request_schema, page_request_schema
+from conversion_relay.outcomes import Accepted, Rejected, RetryLater
+from conversion_relay.schemas.canonical import canonical_schema
+from conversion_relay.schemas.gravity_field import event_request_schema, page_request_schema
+from conversion_relay.vendors import adapter_classes, adapter_for
+from conversion_relay.vendors.base import Part, Skip
+from conversion_relay.vendors.batching import Batcher
+from conversion_relay.vendors.destination import DestinationSettings
+from conversion_relay.vendors.gravity_field import GravityFieldAdapter
 from tests.support import destination_settings
-from worker.batching import Batcher
-from worker.outcomes import Accepted, Rejected, RetryLater
-from worker.settings import DestinationSettings
-from worker.vendors import adapter_classes, adapter_for
-from worker.vendors.base import Part
-from worker.vendors.gravity_field import GravityFieldAdapter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "field-section-key-0123"
@@ -43,6 +43,9 @@ def adapter(**options: Any) -> GravityFieldAdapter:
     return found
 
 
+UA = "Mozilla/5.0 (X11; Linux x86_64)"
+
+
 def canonical(name: str, custom_data: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
     """A canonical event loaded as the producer loads it."""
     event: dict[str, Any] = {
@@ -52,9 +55,9 @@ def canonical(name: str, custom_data: dict[str, Any] | None = None, **fields: An
         "event_source_url": URL,
         "user_data": {
             "external_id": ["42"],
-            "session_id": "sess-1",
+            "gravity_field_session_id": "sl-1",
             "client_ip_address": "203.0.113.7",
-            "client_user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "client_user_agent": UA,
             "em": [" Test+Dev@Example.com "],
         },
     }
@@ -100,7 +103,7 @@ ITEMS = [
 MAPPED = [
     ("Purchase", {"value": 100.0, "currency": "EUR", "order_id": "o-1", "contents": ITEMS}, "purchase-v1"),
     ("AddToCart", {"currency": "EUR", "contents": ITEMS[:1]}, "add-to-cart-v1"),
-    ("RemoveFromCart", {"contents": ITEMS[:1]}, "remove-from-cart-v1"),
+    ("RemoveFromCart", {"currency": "EUR", "contents": ITEMS[:1]}, "remove-from-cart-v1"),
     ("AddToWishlist", {"contents": ITEMS[1:]}, "add-to-wishlist-v1"),
     ("InitiateCheckout", {"currency": "EUR", "contents": ITEMS}, "sync-cart-v1"),
     ("Search", {"search_string": "red shoes"}, "keyword-search-v1"),
@@ -130,7 +133,7 @@ def test_destination_defaults_come_from_the_adapter():
     d = destination()
     assert d.base_url == "https://evs.gravityfield.ai"
     assert d.max_events == 50
-    assert d.rate_limit_per_second == 500.0
+    assert d.rate_limit_per_second == 250.0
     assert d.options == {}
 
 
@@ -181,21 +184,13 @@ def test_purchase_carries_value_transaction_id_cart_and_currency():
 
 
 def test_purchase_without_order_id_uses_the_event_id_as_transaction_id():
-    event = canonical("Purchase", {"value": 10.0})
-    props = properties(event)
-    assert props["uniqueTransactionId"] == "evt-1"
-    assert props["cart"] == []
-    assert "currency" not in props
+    event = canonical("Purchase", {"value": 10.0, "currency": "EUR", "contents": ITEMS})
+    assert properties(event)["uniqueTransactionId"] == "evt-1"
 
 
 def test_purchase_value_defaults_to_the_sum_of_line_items():
-    event = canonical("Purchase", {"contents": ITEMS})
+    event = canonical("Purchase", {"currency": "EUR", "contents": ITEMS})
     assert properties(event)["value"] == 100.0
-
-
-def test_purchase_cart_line_without_quantity_or_price_gets_one_and_zero():
-    event = canonical("Purchase", {"value": 5.0, "contents": [{"id": 7}]})
-    assert properties(event)["cart"] == [{"productId": "7", "quantity": 1, "itemPrice": 0.0}]
 
 
 def test_add_to_cart_uses_the_first_line_item():
@@ -211,19 +206,21 @@ def test_add_to_cart_uses_the_first_line_item():
 
 
 def test_add_to_cart_value_prefers_the_events_value():
-    event = canonical("AddToCart", {"value": 42.0, "contents": [{"id": "SKU-1"}]})
+    event = canonical("AddToCart", {"value": 42.0, "currency": "EUR", "contents": ITEMS})
     props = properties(event)
     assert props["value"] == 42.0
-    assert props["quantity"] == 1
+    assert props["quantity"] == 2
 
 
 def test_remove_from_cart_maps_to_remove_from_cart_v1():
-    props = properties(canonical("RemoveFromCart", {"contents": [{"id": "SKU-2", "quantity": 3, "item_price": 2.0}]}))
+    line = {"id": "SKU-2", "quantity": 3, "item_price": 2.0}
+    props = properties(canonical("RemoveFromCart", {"currency": "EUR", "contents": [line]}))
     assert props == {
         "eventType": "remove-from-cart-v1",
         "value": 6.0,
         "quantity": 3,
         "productId": "SKU-2",
+        "currency": "EUR",
         "event_time": EVENT_TIME_ISO,
     }
 
@@ -295,12 +292,21 @@ def test_cuid_type_comes_from_the_destination_option():
 
 
 def test_login_without_user_id_or_email_sends_only_the_event_type():
-    event = canonical("Login", user_data={"client_ip_address": "203.0.113.7"})
+    event = canonical(
+        "Login",
+        user_data={"client_ip_address": "203.0.113.7", "client_user_agent": UA, "gravity_field_user_id": "slid-1"},
+    )
     assert properties(event) == {"eventType": "login-v1", "event_time": EVENT_TIME_ISO}
 
 
 def test_signup_with_email_only_has_no_cuid_type():
-    event = canonical("CompleteRegistration", user_data={"em": [EMAIL]})
+    user_data = {
+        "em": [EMAIL],
+        "client_ip_address": "203.0.113.7",
+        "client_user_agent": UA,
+        "gravity_field_user_id": "slid-1",
+    }
+    event = canonical("CompleteRegistration", user_data=user_data)
     props = properties(event)
     assert props["hashedEmail"] == EMAIL_SHA256
     assert "cuid" not in props
@@ -322,7 +328,9 @@ def test_lead_and_custom_names_become_custom_events_with_value(name):
 
 
 def test_custom_event_value_comes_from_line_items():
-    props = properties(canonical("Lead", {"contents": [{"id": "a", "item_price": 4.0, "quantity": 3}]}))
+    props = properties(
+        canonical("Lead", {"currency": "EUR", "contents": [{"id": "a", "item_price": 4.0, "quantity": 3}]})
+    )
     assert props["value"] == 12.0
     assert "eventType" not in props
 
@@ -332,26 +340,28 @@ def test_custom_event_without_value_has_only_event_time():
 
 
 @pytest.mark.parametrize(
-    ("name", "custom_data"),
+    ("name", "custom_data", "reason"),
     [
-        ("AddToCart", None),
-        ("AddToCart", {"value": 10.0}),
-        ("RemoveFromCart", {"value": 10.0}),
-        ("AddToWishlist", {"content_name": "x"}),
-        ("InitiateCheckout", {"currency": "EUR"}),
-        ("Purchase", None),
-        ("Purchase", {"currency": "EUR", "contents": [{"id": "a", "quantity": 1}]}),
-        ("Search", None),
-        ("Search", {"content_category": "shoes"}),
-        ("ApplyPromoCode", {"value": 1.0}),
-        ("FilterItems", {"filter_type": "color"}),
-        ("FilterItems", {"filter_value": "red"}),
-        ("SortItems", {"sort_by": "price"}),
-        ("ChangeAttribute", {"attribute_type": "size"}),
+        ("AddToCart", None, "no_items"),
+        ("AddToCart", {"value": 10.0}, "no_items"),
+        ("RemoveFromCart", {"value": 10.0}, "no_items"),
+        ("AddToWishlist", {"content_name": "x"}, "no_items"),
+        ("InitiateCheckout", {"currency": "EUR"}, "no_items"),
+        ("Purchase", None, "no_value"),
+        ("Purchase", {"currency": "EUR", "contents": [{"id": "a", "quantity": 1}]}, "no_items"),
+        ("Search", None, "no_search_string"),
+        ("Search", {"content_category": "shoes"}, "no_search_string"),
+        ("ApplyPromoCode", {"value": 1.0}, "no_promo_code"),
+        ("FilterItems", {"filter_type": "color"}, "no_filter_value"),
+        ("FilterItems", {"filter_value": "red"}, "no_filter_type"),
+        ("SortItems", {"sort_by": "price"}, "no_sort_order"),
+        ("ChangeAttribute", {"attribute_type": "size"}, "no_attribute_value"),
     ],
 )
-def test_events_the_vendor_cannot_express_map_to_nothing(name, custom_data):
-    assert adapter().map_event(canonical(name, custom_data)) == []
+def test_events_the_vendor_cannot_express_are_skipped_with_a_reason(name, custom_data, reason):
+    with pytest.raises(Skip) as skipped:
+        adapter().map_event(canonical(name, custom_data))
+    assert skipped.value.reason == reason
 
 
 # --- page views ---------------------------------------------------------------------------------
@@ -364,7 +374,7 @@ def test_page_view_becomes_a_full_page_request_body():
     body = json.loads(p.body)
     assert body == {
         "user": {"id": "42"},
-        "session": {"custom": "sess-1"},
+        "session": {"sl": "sl-1"},
         "context": {
             "page": {"type": "OTHER", "data": [], "location": URL},
             "device": {"userAgent": "Mozilla/5.0 (X11; Linux x86_64)", "ip": "203.0.113.7"},
@@ -401,7 +411,9 @@ def test_every_page_body_validates_against_the_page_schema(page):
 
 @pytest.mark.parametrize("name", ["PageView", "ViewContent"])
 def test_page_views_option_false_skips_page_and_product_views(name):
-    assert adapter(page_views=False).map_event(canonical(name, {"contents": ITEMS})) == []
+    with pytest.raises(Skip) as skipped:
+        adapter(page_views=False).map_event(canonical(name, {"contents": ITEMS}))
+    assert skipped.value.reason == "page_views_off"
 
 
 def test_page_views_option_false_still_maps_other_events():
@@ -412,13 +424,13 @@ def test_page_views_option_false_still_maps_other_events():
 
 
 def test_explicit_product_page_takes_the_first_sku():
-    page = context_page(canonical("AddToCart", {"contents": ITEMS}, page={"type": "product"}))
+    page = context_page(canonical("AddToCart", {"currency": "EUR", "contents": ITEMS}, page={"type": "product"}))
     assert page["type"] == "PRODUCT"
     assert page["data"] == ["SKU-1"]
 
 
 def test_cart_page_takes_all_skus():
-    page = context_page(canonical("InitiateCheckout", {"contents": ITEMS}, page={"type": "cart"}))
+    page = context_page(canonical("InitiateCheckout", {"currency": "EUR", "contents": ITEMS}, page={"type": "cart"}))
     assert page == {"type": "CART", "data": ["SKU-1", "SKU-2"], "location": URL}
 
 
@@ -475,20 +487,31 @@ def test_device_carries_the_end_users_ip_and_user_agent():
 
 
 def test_device_keeps_only_what_is_known_and_is_left_out_without_either():
-    ip_only = canonical("Lead", user_data={"client_ip_address": "2001:DB8::0001"})
-    assert request_body(only_part(ip_only))["context"]["device"] == {"ip": "2001:db8::1"}
+    a = adapter(without_user_agent="send")
+    ip_only = canonical("Lead", user_data={"client_ip_address": "2001:DB8::0001", "external_id": ["42"]})
+    assert request_body(only_part(ip_only, a), a)["context"]["device"] == {"ip": "2001:db8::1"}
     nothing = canonical("Lead", user_data={"external_id": ["42"]})
-    assert "device" not in request_body(only_part(nothing))["context"]
+    a = adapter(without_client_ip="send", without_user_agent="send")
+    assert "device" not in request_body(only_part(nothing, a), a)["context"]
 
 
-def test_user_id_is_the_first_external_id_and_session_the_session_id():
-    body = request_body(only_part(canonical("Lead", user_data={"external_id": ["7", "8"], "session_id": "s-9"})))
+def test_user_id_is_the_first_external_id_and_session_fields_own_cookie():
+    user_data = {
+        "external_id": ["7", "8"],
+        "gravity_field_session_id": "sl-9",
+        "client_ip_address": "203.0.113.7",
+        "client_user_agent": UA,
+    }
+    body = request_body(only_part(canonical("Lead", user_data=user_data)))
     assert body["user"] == {"id": "7"}
-    assert body["session"] == {"custom": "s-9"}
+    assert body["session"] == {"sl": "sl-9"}
 
 
-def test_unknown_user_and_session_are_empty_objects():
-    body = request_body(only_part(canonical("Lead", user_data={})))
+def test_unknown_user_and_session_are_empty_objects_when_the_destination_sends_them():
+    a = adapter(without_user_id="send")
+    body = request_body(
+        only_part(canonical("Lead", user_data={"client_ip_address": "203.0.113.7", "client_user_agent": UA}), a), a
+    )
     assert body["user"] == {}
     assert body["session"] == {}
     event_request_schema().load(body)
@@ -507,8 +530,8 @@ def test_event_time_is_iso_with_milliseconds_and_utc_offset(seconds, iso):
 
 def test_events_of_one_user_session_and_context_share_a_group():
     a = adapter()
-    first = only_part(canonical("AddToCart", {"contents": ITEMS}), a)
-    second = only_part(canonical("Purchase", {"value": 1.0}, event_id="evt-2"), a)
+    first = only_part(canonical("AddToCart", {"currency": "EUR", "contents": ITEMS}), a)
+    second = only_part(canonical("Purchase", {"value": 1.0, "currency": "EUR", "contents": ITEMS}, event_id="evt-2"), a)
     assert first.group == second.group
     document = json.loads(a.body_for(first.group, [first.body, second.body]))
     assert [e["name"] for e in document["events"]] == ["AddToCart", "Purchase"]
@@ -518,15 +541,37 @@ def test_events_of_one_user_session_and_context_share_a_group():
 @pytest.mark.parametrize(
     "change",
     [
-        {"user_data": {"external_id": ["43"], "session_id": "sess-1"}},
-        {"user_data": {"external_id": ["42"], "session_id": "sess-2"}},
+        {
+            "user_data": {
+                "external_id": ["43"],
+                "gravity_field_session_id": "sl-1",
+                "client_ip_address": "203.0.113.7",
+                "client_user_agent": UA,
+            }
+        },
+        {
+            "user_data": {
+                "external_id": ["42"],
+                "gravity_field_session_id": "sl-2",
+                "client_ip_address": "203.0.113.7",
+                "client_user_agent": UA,
+            }
+        },
         {"event_source_url": "https://shop.example/other-page"},
         {"page": {"type": "CART"}},
     ],
 )
 def test_a_different_user_session_or_page_gets_a_different_group(change):
     a = adapter()
-    base = canonical("Lead", user_data={"external_id": ["42"], "session_id": "sess-1"})
+    base = canonical(
+        "Lead",
+        user_data={
+            "external_id": ["42"],
+            "gravity_field_session_id": "sl-1",
+            "client_ip_address": "203.0.113.7",
+            "client_user_agent": UA,
+        },
+    )
     other = canonical("Lead", **{"user_data": base["user_data"], **change})
     assert only_part(base, a).group != only_part(other, a).group
 

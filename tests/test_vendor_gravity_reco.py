@@ -1,4 +1,4 @@
-"""Unit tests of the Gravity RECO (Yusp) adapter (worker.vendors.gravity_reco)."""
+"""Unit tests of the Gravity RECO (Yusp) adapter (conversion_relay.vendors.gravity_reco)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from schemas.canonical import canonical_schema
-from schemas.gravity_reco import RecoEventSchema
+from conversion_relay.config.settings import settings_from_document
+from conversion_relay.errors import ConfigurationError
+from conversion_relay.outcomes import Accepted, Rejected, RetryLater, TooLarge
+from conversion_relay.schemas.canonical import canonical_schema
+from conversion_relay.schemas.gravity_reco import RecoEventSchema
+from conversion_relay.vendors import adapter_classes, adapter_for
+from conversion_relay.vendors.base import Skip
+from conversion_relay.vendors.destination import DestinationSettings
+from conversion_relay.vendors.gravity_reco import GravityRecoAdapter
 from tests.support import UNUSED_REDIS, destination_settings
-from worker.errors import ConfigurationError
-from worker.outcomes import Accepted, Rejected, RetryLater, TooLarge
-from worker.settings import DestinationSettings, settings_from_document
-from worker.vendors import adapter_classes, adapter_for
-from worker.vendors.gravity_reco import GravityRecoAdapter
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gravity_reco"
 API_KEY = "reco-password-0123"
@@ -46,7 +48,7 @@ def canonical(name: str, custom_data: dict[str, Any] | None = None, **fields: An
         "event_name": name,
         "event_time": EVENT_TIME,
         "event_id": "evt-1",
-        "user_data": {"external_id": ["user-1", "user-2"], "browser_id": "cookie-1", "visitor_id": "visitor-1"},
+        "user_data": {"external_id": ["user-1", "user-2"], "reco_cookie_id": "cookie-1", "visitor_id": "visitor-1"},
     }
     if custom_data is not None:
         event["custom_data"] = custom_data
@@ -58,6 +60,12 @@ def bodies(event: dict[str, Any], a: GravityRecoAdapter | None = None) -> list[d
     parts = (a or adapter()).map_event(event)
     assert all(p.group == "addEvents" for p in parts)
     return [json.loads(p.body) for p in parts]
+
+
+def skip_reason(event: dict[str, Any], a: GravityRecoAdapter | None = None) -> str:
+    with pytest.raises(Skip) as skipped:
+        (a or adapter()).map_event(event)
+    return skipped.value.reason
 
 
 def name_values(body: dict[str, Any]) -> dict[str, str]:
@@ -104,6 +112,13 @@ def test_adapter_is_registered_with_its_defaults():
     assert d.max_events == 200
     assert d.parallel_drains == 2
     assert GravityRecoAdapter.splits_rejected_batches is True
+
+
+def test_max_events_is_capped_at_the_vendors_suggested_200():
+    """Seed 004: "we suggest max 100-200 items/users/events in one batch"."""
+    assert destination(max_events=100).max_events == 100
+    with pytest.raises(ConfigurationError, match="max_events"):
+        destination(max_events=201)
 
 
 def test_base_url_is_built_from_customer_and_location():
@@ -165,14 +180,31 @@ def test_purchase_gives_one_buy_event_per_line_item():
     ("price", "text"), [(10.0, "10"), (199.9, "199.9"), (1234, "1234"), (12345.67, "12345.67"), (0.5, "0.5")]
 )
 def test_unit_price_is_written_without_trailing_zeros(price, text):
-    (body,) = bodies(canonical("Purchase", {"contents": [{"id": "a", "item_price": price, "quantity": 1}]}))
+    order = {"currency": "EUR", "contents": [{"id": "a", "item_price": price, "quantity": 1}]}
+    (body,) = bodies(canonical("Purchase", order))
     assert name_values(body)["unitPrice"] == text
 
 
 def test_purchase_without_order_id_uses_the_event_id():
-    (body,) = bodies(canonical("Purchase", {"contents": ITEMS[:1]}))
+    (body,) = bodies(canonical("Purchase", {"currency": "EUR", "contents": ITEMS[:1]}))
     assert name_values(body)["orderId"] == "evt-1"
-    assert "currency" not in name_values(body)
+
+
+def test_price_without_currency_is_left_out_with_its_currency():
+    (body,) = bodies(canonical("Purchase", {"order_id": "o-1", "contents": ITEMS[:1]}))
+    assert name_values(body) == {"quantity": "2", "orderId": "o-1"}
+
+
+def test_default_currency_option_prices_orders_without_one():
+    (body,) = bodies(canonical("Purchase", {"contents": ITEMS[:1]}), adapter(default_currency="HUF"))
+    assert (name_values(body)["unitPrice"], name_values(body)["currency"]) == ("10", "HUF")
+
+
+def test_missing_quantity_and_price_are_left_out_never_invented():
+    (buy,) = bodies(canonical("Purchase", {"currency": "EUR", "order_id": "o-1", "contents": [{"id": "a"}]}))
+    assert name_values(buy) == {"orderId": "o-1"}
+    (cart,) = bodies(canonical("AddToCart", {"contents": [{"id": "a"}]}))
+    assert "nameValues" not in cart
 
 
 def test_send_currency_false_drops_the_currency():
@@ -187,17 +219,28 @@ def test_pascal_name_value_case_capitalises_names():
     assert search["nameValues"] == [{"name": "SearchString", "value": "x"}]
 
 
-def test_user_id_is_the_first_external_id_and_cookie_id_the_browser_id():
+def test_user_id_is_the_first_external_id_and_cookie_id_recos_own_cookie():
     (body,) = bodies(canonical("AddToCart", {"contents": ITEMS[:1]}))
     assert body["userId"] == "user-1"
     assert body["cookieId"] == "cookie-1"
 
 
-def test_cookie_id_falls_back_to_the_visitor_id():
-    event = canonical("AddToCart", {"contents": ITEMS[:1]}, user_data={"visitor_id": "visitor-1"})
-    (body,) = bodies(event)
-    assert body["cookieId"] == "visitor-1"
+def test_cookie_id_alone_attributes_an_event():
+    (body,) = bodies(canonical("AddToCart", {"contents": ITEMS[:1]}, user_data={"reco_cookie_id": "c-9"}))
+    assert body["cookieId"] == "c-9"
     assert "userId" not in body
+
+
+def test_cookie_id_is_never_another_vendors_id():
+    ids = {"external_id": ["u-1"], "visitor_id": "gravity-visitor", "browser_id": "b-1"}
+    (body,) = bodies(canonical("AddToCart", {"contents": ITEMS[:1]}, user_data=ids))
+    assert "cookieId" not in body
+
+
+@pytest.mark.parametrize("name", ["Purchase", "AddToCart", "ViewContent", "Search"])
+def test_events_without_user_id_or_reco_cookie_are_skipped(name):
+    others = {"visitor_id": "gravity-visitor", "browser_id": "b-1", "session_id": "s-1"}
+    assert skip_reason(canonical(name, ORDER, user_data=others)) == "no_user_id"
 
 
 def test_view_content_gives_one_view_per_item():
@@ -230,20 +273,26 @@ def test_login_with_user_and_cookie_id():
 
 
 @pytest.mark.parametrize(
-    "user_data", [{"external_id": ["u"]}, {"browser_id": "c"}, {}], ids=["no-cookie", "no-user", "neither"]
+    ("user_data", "reason"),
+    [
+        ({"external_id": ["u"], "visitor_id": "v"}, "no_cookie_id"),
+        ({"reco_cookie_id": "c"}, "no_user_id"),
+        ({}, "no_user_id"),
+    ],
+    ids=["no-cookie", "no-user", "neither"],
 )
-def test_login_without_user_id_and_cookie_id_is_skipped(user_data):
-    assert adapter().map_event(canonical("Login", user_data=user_data)) == []
+def test_login_without_user_id_and_cookie_id_is_skipped(user_data, reason):
+    assert skip_reason(canonical("Login", user_data=user_data)) == reason
 
 
 @pytest.mark.parametrize("name", ["Purchase", "ViewContent", "AddToCart", "RemoveFromCart", "AddToWishlist"])
-def test_item_events_without_line_items_map_to_nothing(name):
-    assert adapter().map_event(canonical(name, {"value": 5.0, "currency": "EUR"})) == []
+def test_item_events_without_line_items_are_skipped(name):
+    assert skip_reason(canonical(name, {"value": 5.0, "currency": "EUR"})) == "no_line_items"
 
 
 @pytest.mark.parametrize("name", ["Lead", "PageView", "InitiateCheckout", "DownloadWhitepaper"])
 def test_names_without_a_reco_type_are_skipped(name):
-    assert adapter().map_event(canonical(name, {"contents": ITEMS})) == []
+    assert skip_reason(canonical(name, {"contents": ITEMS})) == "unmapped_event"
 
 
 def test_event_types_option_maps_more_names():
@@ -270,7 +319,7 @@ def test_mapped_events_carry_no_null_or_empty_value(name, custom_data, event_typ
     sparse = canonical(
         name,
         {**(custom_data or {}), "search_string": ""} if name == "Search" else custom_data,
-        user_data={"external_id": ["u"], "browser_id": "", "visitor_id": "v", "session_id": ""},
+        user_data={"external_id": ["u"], "reco_cookie_id": "c" if name == "Login" else "", "session_id": ""},
     )
     a = adapter(name_value_case=case)
     for body in bodies(canonical(name, custom_data), a) + bodies(sparse, a):

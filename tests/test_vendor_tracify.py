@@ -1,4 +1,4 @@
-"""Unit tests of the Tracify adapter (worker.vendors.tracify)."""
+"""Unit tests of the Tracify adapter (conversion_relay.vendors.tracify)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from conversion_relay.jsonfile import PayloadParseError, parse_json
-from schemas.canonical import canonical_schema
-from schemas.tracify import TracifyEventSchema
+from conversion_relay.cli.jsonfile import PayloadParseError, parse_json
+from conversion_relay.config.settings import settings_from_document
+from conversion_relay.errors import ConfigurationError
+from conversion_relay.outcomes import Accepted, Rejected, RetryLater
+from conversion_relay.schemas.canonical import canonical_schema
+from conversion_relay.schemas.tracify import TracifyEventSchema
+from conversion_relay.vendors import adapter_classes, adapter_for
+from conversion_relay.vendors.base import Part, Skip
+from conversion_relay.vendors.destination import DestinationSettings
+from conversion_relay.vendors.tracify import TracifyAdapter, anonymise
 from tests.support import UNUSED_REDIS, destination_settings
-from worker.errors import ConfigurationError
-from worker.outcomes import Accepted, Rejected, RetryLater
-from worker.settings import DestinationSettings, settings_from_document
-from worker.vendors import adapter_classes, adapter_for
-from worker.vendors.base import Part
-from worker.vendors.tracify import TracifyAdapter, anonymise
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tracify"
 VALID_FIXTURES = ("pageview", "productview", "addtocart", "purchase")
@@ -90,9 +91,15 @@ MAPPED = [
     ("AddToCart", {"contents": ITEMS[:1]}, "addtocart"),
     ("Purchase", PURCHASE, "purchase"),
     ("Lead", {"value": 10.0, "currency": "USD"}, "conversion"),
-    ("CompleteRegistration", None, "conversion"),
-    ("Subscribe", {"order_id": "sub-1"}, "conversion"),
+    ("CompleteRegistration", {"value": 0.0, "currency": "EUR"}, "conversion"),
+    ("Subscribe", {"order_id": "sub-1", "value": 9.0, "currency": "EUR"}, "conversion"),
 ]
+
+
+def skip_reason(event: dict[str, Any], a: TracifyAdapter | None = None) -> str:
+    with pytest.raises(Skip) as skipped:
+        (a or adapter()).map_event(event)
+    return skipped.value.reason
 
 
 # --- registry and settings --------------------------------------------------------------------
@@ -193,13 +200,14 @@ def test_every_mapped_event_validates_against_the_tracify_schema(name, custom_da
     [("Login", None), ("Search", {"search_string": "shoes"}), ("AddToWishlist", {"contents": ITEMS}), ("Foo", None)],
 )
 def test_events_tracify_has_no_type_for_are_skipped(name, custom_data):
-    assert adapter().map_event(canonical(name, custom_data)) == []
+    assert skip_reason(canonical(name, custom_data)) == "unmapped_event"
 
 
 def test_conversion_events_option_replaces_the_default_list():
     a = adapter(conversion_events=["Contact"])
-    assert a.map_event(canonical("Lead")) == []
-    assert mapped(canonical("Contact"), a)["type"] == "conversion"
+    money = {"value": 1.0, "currency": "EUR"}
+    assert skip_reason(canonical("Lead", money), a) == "unmapped_event"
+    assert mapped(canonical("Contact", money), a)["type"] == "conversion"
 
 
 @pytest.mark.parametrize(
@@ -212,11 +220,12 @@ def test_conversion_events_option_replaces_the_default_list():
     ids=["no-ip", "no-user-agent", "neither"],
 )
 def test_events_without_ip_or_user_agent_are_skipped(user_data):
-    assert adapter().map_event(canonical("Purchase", PURCHASE, user_data=user_data)) == []
+    reason = "no_user_agent" if "client_ip_address" in user_data else "no_client_ip"
+    assert skip_reason(canonical("Purchase", PURCHASE, user_data=user_data)) == reason
 
 
 def test_events_without_any_url_are_skipped():
-    assert adapter().map_event(canonical("PageView", event_source_url=None)) == []
+    assert skip_reason(canonical("PageView", event_source_url=None)) == "no_absolute_url"
 
 
 # --- fields -------------------------------------------------------------------------------------
@@ -245,27 +254,40 @@ def test_origin_format_host_sends_the_bare_host():
 TRACKING_URL = "https://www.example.com/p?utm_source=fb&utm_medium=paid&trc_mcmp_id=111&trc_mad_id=333&gclid=abc&page=2"
 
 
-def test_tracking_parameters_are_flattened_into_data():
-    data = data_of(canonical("PageView", event_source_url=TRACKING_URL))
+def test_every_url_parameter_is_its_own_key_of_data():
+    """Seed 002: "Pass each URL parameter as it's own key-value pair"; click ids included."""
+    data = data_of(canonical("PageView", event_source_url=TRACKING_URL + "&fbclid=fb.1"))
     assert data == {
         "origin": "https://www.example.com",
         "utm_source": "fb",
         "utm_medium": "paid",
         "trc_mcmp_id": "111",
         "trc_mad_id": "333",
+        "gclid": "abc",
+        "page": "2",
+        "fbclid": "fb.1",
     }
 
 
-def test_url_parameters_all_flattens_every_parameter():
-    data = data_of(canonical("PageView", event_source_url=TRACKING_URL), adapter(url_parameters="all"))
-    assert data["gclid"] == "abc"
-    assert data["page"] == "2"
-    assert data["utm_source"] == "fb"
+PERSONAL_URL = "https://www.example.com/p?utm_source=nl&E-Mail=x&first_name=Ann&Tel=123&zip=10115&postcode=1&gclid=g"
+
+
+def test_url_parameters_naming_personal_data_are_dropped_by_default():
+    data = data_of(canonical("PageView", event_source_url=PERSONAL_URL))
+    assert data == {"origin": "https://www.example.com", "utm_source": "nl", "gclid": "g"}
+
+
+def test_drop_url_parameters_option_replaces_the_default_list():
+    data = data_of(canonical("PageView", event_source_url=PERSONAL_URL), adapter(drop_url_parameters=["gclid", "tel"]))
+    assert "gclid" not in data and "Tel" not in data
+    assert (data["E-Mail"], data["first_name"], data["zip"]) == ("x", "Ann", "10115")
+    everything = data_of(canonical("PageView", event_source_url=PERSONAL_URL), adapter(drop_url_parameters=[]))
+    assert everything["Tel"] == "123"
 
 
 def test_url_parameter_named_origin_does_not_replace_the_origin():
     event = canonical("PageView", event_source_url="https://www.example.com/p?origin=newsletter&utm_source=nl")
-    data = data_of(event, adapter(url_parameters="all"))
+    data = data_of(event)
     assert data["origin"] == "https://www.example.com"
 
 
@@ -284,8 +306,7 @@ def test_a_route_as_page_location_still_gives_an_absolute_url_and_origin():
 
 def test_a_screen_name_without_any_url_is_not_sent_as_an_invalid_event():
     event = canonical("PageView", event_source_url=None, page={"location": "home"})
-    for p in adapter().map_event(event):
-        TracifyEventSchema().load(json.loads(p.body))
+    assert skip_reason(event) == "no_absolute_url"
 
 
 # --- purchases and conversions ------------------------------------------------------------------
@@ -307,19 +328,19 @@ def test_purchase_data_has_order_currency_amount_and_line_items():
 
 
 def test_purchase_amt_is_the_unit_price_and_amount_defaults_to_the_sum_of_lines():
-    contents = [{"id": "a", "item_price": 4.5, "quantity": 3}, {"id": "b", "item_price": 1.0}]
+    contents = [{"id": "a", "item_price": 4.5, "quantity": 3}, {"id": "b", "item_price": 1.0, "quantity": 1}]
     data = data_of(canonical("Purchase", {"currency": "EUR", "contents": contents}))
     assert data["amount"] == "14.50"
     assert (data["AMT1"], data["QTY1"]) == ("4.50", "3")
-    assert (data["AMT2"], data["QTY2"]) == ("1.00", "1")
+    assert data["AMT2"] == "1.00"
 
 
-def test_purchase_line_without_price_has_no_amt():
-    contents = [{"id": "a", "item_price": 4.5}, {"id": "b"}]
+def test_purchase_line_without_price_or_quantity_has_no_amt_or_qty():
+    contents = [{"id": "a", "item_price": 4.5, "quantity": 2}, {"id": "b"}]
     data = data_of(canonical("Purchase", {"value": 9.0, "currency": "EUR", "contents": contents}))
-    assert data["AMT1"] == "4.50"
-    assert "AMT2" not in data
-    assert (data["ITEM2"], data["QTY2"]) == ("b", "1")
+    assert (data["AMT1"], data["QTY1"]) == ("4.50", "2")
+    assert data["ITEM2"] == "b"
+    assert "AMT2" not in data and "QTY2" not in data
 
 
 def test_purchase_without_order_id_uses_the_event_id():
@@ -327,7 +348,19 @@ def test_purchase_without_order_id_uses_the_event_id():
 
 
 def test_purchase_without_any_value_is_skipped():
-    assert adapter().map_event(canonical("Purchase", {"currency": "EUR", "contents": [{"id": "a"}]})) == []
+    assert skip_reason(canonical("Purchase", {"currency": "EUR", "contents": [{"id": "a"}]})) == "no_value"
+
+
+def test_purchase_value_is_not_summed_from_a_line_without_quantity():
+    priced = {"id": "a", "item_price": 4.5, "quantity": 2}
+    no_quantity = {"id": "b", "item_price": 3.0}  # one is not assumed
+    assert skip_reason(canonical("Purchase", {"currency": "EUR", "contents": [priced, no_quantity]})) == "no_value"
+
+
+def test_purchase_without_currency_is_skipped_unless_the_destination_sets_one():
+    event = canonical("Purchase", {"value": 5.0, "order_id": "o-1"})
+    assert skip_reason(event) == "no_currency"
+    assert data_of(event, adapter(default_currency="CHF"))["currency"] == "CHF"
 
 
 def test_decimal_separator_option_writes_commas():
@@ -347,17 +380,20 @@ def test_conversion_sends_amount_conversion_id_and_currency_by_default():
 
 
 def test_conversion_money_field_value_option():
-    data = data_of(canonical("Lead", {"value": 5.0}), adapter(conversion_money_field="value"))
+    data = data_of(canonical("Lead", {"value": 5.0, "currency": "EUR"}), adapter(conversion_money_field="value"))
     assert data["value"] == "5.00"
     assert "amount" not in data
 
 
-def test_conversion_without_value_order_or_currency_uses_zero_event_id_and_default_currency():
-    data = data_of(canonical("Lead"))
-    assert data["amount"] == "0.00"
-    assert data["conversion_id"] == "evt-1"
-    assert data["currency"] == "EUR"
-    assert data_of(canonical("Lead"), adapter(default_currency="CHF"))["currency"] == "CHF"
+def test_conversion_without_value_is_skipped_never_sent_as_zero():
+    assert skip_reason(canonical("Lead")) == "no_value"
+    assert skip_reason(canonical("Lead", {"currency": "EUR"}), adapter(default_currency="CHF")) == "no_value"
+
+
+def test_conversion_without_currency_is_skipped_unless_the_destination_sets_one():
+    assert skip_reason(canonical("Lead", {"value": 3.0})) == "no_currency"
+    data = data_of(canonical("Lead", {"value": 3.0}), adapter(default_currency="CHF"))
+    assert (data["amount"], data["currency"], data["conversion_id"]) == ("3.00", "CHF", "evt-1")
 
 
 # --- requests and responses ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One-off developer tool: extract Gravity Field's OpenAPI document for `POST /ssapi/event`.
 
 Not used at run or test time. It was run once to produce
-`schemas/data/gravity_field_openapi.json`, which the Gravity Field sandbox
+`conversion_relay/schemas/data/gravity_field_openapi.json`, which the Gravity Field sandbox
 validates requests against; re-run it only if the vendor page changes:
 
     python tools/extract_field_openapi.py SEED_PATH OUT_PATH

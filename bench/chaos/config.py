@@ -14,9 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from conversion_relay.config.settings import Settings, load_settings
 from conversion_relay.embedded import write_config
-from worker.errors import ConfigurationError
-from worker.settings import Settings, load_settings
+from conversion_relay.errors import ConfigurationError
+from conversion_relay.sandbox import sandbox_classes
 
 KEY_ENV = "CHAOS_API_KEY"
 API_KEY = "sandbox-key"
@@ -71,11 +72,10 @@ def compatible_settings(
 
 
 def destination_table(vendor: str, base_url: str, **overrides: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {"vendor": vendor, "base_url": base_url, "api_key_env": KEY_ENV}
-    if vendor == "tracify":
-        table["customer_site_id"] = "00000000-0000-0000-0000-000000000000"
-    if vendor == "gravity_reco":
-        table["username"] = "sandbox"
-        table["base_url"] = base_url + "/grrec-chaos-war/WebshopServlet"
+    """A destination of ``vendor`` at its sandbox mounted at ``base_url``, wired as the sandbox
+    says (its base path and the keys it needs, :mod:`conversion_relay.sandbox`)."""
+    stand_in = sandbox_classes()[vendor]
+    table: dict[str, Any] = {"vendor": vendor, "base_url": base_url + stand_in.base_path, "api_key_env": KEY_ENV}
+    table.update(stand_in.destination_options)
     table.update(overrides)
     return table

@@ -21,9 +21,9 @@ from bench.chaos.processes import Managed, RedisProcess, VendorProcess, WorkerPo
 from bench.chaos.scenarios import Scale, Scenario
 from bench.harness import process_tree
 from conversion_relay import Relay
-from worker.admin import Admin
-from worker.deadletter import Selection
-from worker.runtime import connect
+from conversion_relay.ops.admin import Admin
+from conversion_relay.store.connection import connect
+from conversion_relay.store.deadletter import Selection
 
 #: A scenario is settled when its backlog has read zero this many samples in a row.
 SETTLED_SAMPLES = 5

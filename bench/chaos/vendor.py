@@ -3,7 +3,7 @@
     python -m bench.chaos.vendor [--port 0]      # prints the port on its first line
 
 Runs in its own process (it must not share a GIL with the producer it is measured against) and
-mounts the vendor sandboxes of ``sandbox/`` unchanged, each wrapped so that it also records, per
+mounts the vendor sandboxes of ``conversion_relay/sandbox/`` unchanged, each wrapped so that it also records, per
 request: when it arrived (before any injected latency), when the sandbox had finished with it,
 the status, and which event ids it carried with the vendor's verdict on each.  The ids are the
 ones the chaos producer puts in every event: ``event_id`` (Gravity Conversions API),
@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from sandbox import GravityCapiSandbox, GravityRecoSandbox, SandboxServer, TracifySandbox
+from conversion_relay.sandbox import GravityCapiSandbox, GravityRecoSandbox, SandboxServer, TracifySandbox
 
 #: Mount prefix -> sandbox class.  Two Gravity mounts let a scenario run two destinations of the
 #: same vendor with different faults.

@@ -1,0 +1,1 @@
+"""Operator actions: dead-letter operations, erasure, status and the configuration check."""
